@@ -1,0 +1,55 @@
+# Every target creates .venv and installs what it needs first.
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: help install run demo test fmt lint typecheck check bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,dev]'
+	@touch $@ $(VENV)/.runtime
+
+install: $(VENV)/.dev ## create .venv with the package, test and dev tools
+
+run: $(VENV)/.runtime ## serve with SILICONFLOW_API_KEY (env or .env), else the demo
+	@if [ -n "$$SILICONFLOW_API_KEY" ] || grep -qs '^ *SILICONFLOW_API_KEY *= *[^ ]' .env; then \
+		echo "SILICONFLOW_API_KEY is set: starting the real server (sfproxy serve)"; \
+		exec $(BIN)/sfproxy serve; \
+	else \
+		echo "SILICONFLOW_API_KEY is not set: starting the demo with the built-in fake SiliconFlow (sfproxy demo)"; \
+		exec $(BIN)/sfproxy demo; \
+	fi
+
+demo: $(VENV)/.runtime ## the demo, whatever the environment says
+	$(BIN)/sfproxy demo
+
+test: $(VENV)/.dev ## run the whole test suite
+	$(BIN)/pytest
+
+fmt: $(VENV)/.dev ## format the code
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix-only -q src tests bench
+
+lint: $(VENV)/.dev ## ruff: format check and lint
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+
+typecheck: $(VENV)/.dev ## mypy --strict on the package
+	$(BIN)/mypy
+
+check: lint typecheck test ## format, lint, types and tests
+
+clean: ## remove .venv, caches and build outputs
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache src/*.egg-info

@@ -1,0 +1,127 @@
+"""`create_app(settings)`: wiring only (lifespan, routers, error handlers, middleware)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from . import __version__
+from .errors import (
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ProxyError,
+)
+from .middleware import (
+    BodyLimitMiddleware,
+    CatchAllMiddleware,
+    PreflightCORSMiddleware,
+    error_response,
+)
+from .routes import chat, files, health, images, models
+from .services import Services
+from .settings import Settings, load_settings
+
+logger = logging.getLogger("sfproxy")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with Services.running(settings) as services:
+            app.state.services = services
+            if not settings.client_keys:
+                logger.warning(
+                    "no client keys are set (ALLOW_CLIENT_KEYS): the API is public and anyone "
+                    "who can reach it spends your SiliconFlow credit"
+                )
+            yield
+
+    app = FastAPI(
+        title="siliconflow-img-proxy",
+        version=__version__,
+        summary="SiliconFlow image models behind an OpenAI-compatible API.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    for module in (images, chat, models, files, health):
+        app.include_router(module.router)
+
+    app.add_exception_handler(ProxyError, _proxy_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+
+    # Added innermost first: CORS wraps everything, so even 413s and 500s carry its headers.
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(PreflightCORSMiddleware, origins=settings.cors_origins)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For `uvicorn --factory` and `--workers N`: each worker reads the environment itself."""
+    return create_app(load_settings())
+
+
+async def _proxy_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProxyError)
+    if exc.status_code >= 500:
+        logger.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return error_response(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(invalid_request(exc.errors()))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: ProxyError
+    if exc.status_code == 404:
+        error = NotFoundError(f"Invalid URL ({request.method} {request.url.path}).")
+    elif exc.status_code == 413:
+        error = PayloadTooLargeError(str(exc.detail))
+    elif exc.status_code == 405:
+        error = MethodNotAllowedError(
+            f"Method {request.method} is not allowed for {request.url.path}."
+        )
+    else:
+        error = InvalidRequestError(str(exc.detail))
+        return JSONResponse(error.envelope(), status_code=exc.status_code)
+    return error_response(error)
+
+
+def invalid_request(errors: Any) -> InvalidRequestError:
+    """One clear 400 for pydantic's errors, naming the parameter as the client sent it."""
+    first: dict[str, Any] = errors[0]
+    location = [str(part) for part in first["loc"] if part != "body"]
+    kind = first["type"]
+    param = ".".join(location) or None
+    if kind == "json_invalid":
+        reason = first.get("ctx", {}).get("error", "")
+        message = f"Request body is not valid JSON{': ' + reason if reason else ''}."
+        return InvalidRequestError(message)
+    if param is None:
+        if kind == "missing":
+            return InvalidRequestError("Request body is missing: send a JSON object.")
+        return InvalidRequestError("Request body must be a JSON object.")
+    text = str(first["msg"]).removeprefix("Value error, ")
+    if kind == "missing":
+        message = f"Missing required parameter: '{param}'."
+    elif kind == "value_error" and text.startswith("Invalid"):
+        message = text
+    else:
+        message = f"Invalid '{param}': {text}."
+    if len(errors) > 1:
+        message += f" ({len(errors) - 1} more problem(s) in the request.)"
+    return InvalidRequestError(message, param=param)

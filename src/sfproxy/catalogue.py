@@ -1,0 +1,258 @@
+"""What each SiliconFlow image model accepts, and fitting requested sizes to it.
+
+The built-in table follows SiliconFlow's public documentation. `MODELS_JSON` entries may carry
+the same fields to add a model or override one. A model nobody described is passed through
+untouched: no size fitting, every parameter sent as given.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import InvalidRequestError
+
+# Tuning parameters, by their SiliconFlow names.
+TUNING_PARAMS = frozenset(
+    {"seed", "num_inference_steps", "guidance_scale", "cfg", "negative_prompt"}
+)
+MIN_SIDE = 64
+MAX_SIDE = 4096
+_SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*$")
+_RATIO = re.compile(r"^\s*(\d{1,4}(?:\.\d{1,3})?)\s*:\s*(\d{1,4}(?:\.\d{1,3})?)\s*$")
+# Area of the sizes invented for models without a size table (about one megapixel).
+_PASSTHROUGH_AREA = 1024 * 1024
+
+SizeText = Annotated[str, Field(pattern=r"^\d{2,5}x\d{2,5}$")]
+
+
+class ModelSpec(BaseModel):
+    """One image model. `None` means "not known": nothing is fitted or filtered for it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    owned_by: str = "siliconflow"
+    created: int = 1700000000
+    sizes: tuple[SizeText, ...] | None = None
+    default_size: SizeText | None = None
+    # False for the edit models: they size from the input image and refuse `image_size`.
+    takes_image_size: bool = True
+    max_batch_size: int | None = Field(default=None, ge=1, le=16)
+    min_images: int = Field(default=0, ge=0, le=3)
+    max_images: int | None = Field(default=None, ge=0, le=3)
+    params: frozenset[str] | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, value: frozenset[str] | None) -> frozenset[str] | None:
+        if value is not None and (unknown := value - TUNING_PARAMS):
+            raise ValueError(
+                f"unknown parameter(s) {sorted(unknown)}; known: {sorted(TUNING_PARAMS)}"
+            )
+        return value
+
+    @property
+    def takes_images(self) -> bool:
+        return self.max_images is None or self.max_images > 0
+
+    @property
+    def requires_images(self) -> bool:
+        return self.min_images > 0
+
+    def accepts(self, param: str) -> bool:
+        return self.params is None or param in self.params
+
+    def public_fields(self) -> dict[str, Any]:
+        """The capability fields `/v1/models` shows (unknown ones left out)."""
+        shown: dict[str, Any] = {}
+        if self.sizes is not None:
+            shown["sizes"] = list(self.sizes)
+        if self.default_size is not None:
+            shown["default_size"] = self.default_size
+        if self.max_batch_size is not None:
+            shown["max_batch_size"] = self.max_batch_size
+        if self.max_images is not None:
+            shown["min_images"] = self.min_images
+            shown["max_images"] = self.max_images
+        shown["takes_image_size"] = self.takes_image_size
+        if self.params is not None:
+            shown["params"] = sorted(self.params)
+        return shown
+
+
+_QWEN_PARAMS = frozenset({"seed", "num_inference_steps", "cfg", "negative_prompt"})
+
+BUILTIN_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        id="Qwen/Qwen-Image",
+        sizes=(
+            "1328x1328",
+            "1664x928",
+            "928x1664",
+            "1472x1140",
+            "1140x1472",
+            "1584x1056",
+            "1056x1584",
+        ),
+        default_size="1328x1328",
+        max_batch_size=1,
+        max_images=0,
+        params=_QWEN_PARAMS,
+    ),
+    ModelSpec(
+        id="Kwai-Kolors/Kolors",
+        sizes=("1024x1024", "960x1280", "768x1024", "720x1440", "720x1280"),
+        default_size="1024x1024",
+        max_batch_size=4,
+        max_images=1,
+        params=frozenset({"seed", "num_inference_steps", "guidance_scale", "negative_prompt"}),
+    ),
+    ModelSpec(
+        id="Qwen/Qwen-Image-Edit",
+        takes_image_size=False,
+        max_batch_size=1,
+        min_images=1,
+        max_images=1,
+        params=_QWEN_PARAMS,
+    ),
+    ModelSpec(
+        id="Qwen/Qwen-Image-Edit-2509",
+        takes_image_size=False,
+        max_batch_size=1,
+        min_images=1,
+        max_images=3,
+        params=_QWEN_PARAMS,
+    ),
+)
+
+
+class Catalogue:
+    """The models this service lists, in order, and what it knows about any model."""
+
+    def __init__(self, overrides: Iterable[ModelSpec | str] = ()) -> None:
+        self._builtin = {spec.id: spec for spec in BUILTIN_MODELS}
+        self._known = dict(self._builtin)
+        listed: list[ModelSpec] = []
+        for entry in overrides:
+            spec = self._merge(entry)
+            self._known[spec.id] = spec
+            listed.append(spec)
+        self.listed: tuple[ModelSpec, ...] = tuple(listed) or BUILTIN_MODELS
+
+    def _merge(self, entry: ModelSpec | str) -> ModelSpec:
+        if isinstance(entry, str):
+            return self._builtin.get(entry) or ModelSpec(id=entry)
+        base = self._builtin.get(entry.id)
+        if base is None:
+            return entry
+        return base.model_copy(update=entry.model_dump(exclude_unset=True))
+
+    @property
+    def default_model(self) -> str:
+        return self.listed[0].id
+
+    def spec(self, model_id: str) -> ModelSpec:
+        return self._known.get(model_id) or ModelSpec(id=model_id)
+
+    def image_models(self) -> list[str]:
+        return [spec.id for spec in self.listed if spec.takes_images]
+
+
+def parse_size(text: str, *, param: str = "size") -> tuple[int, int]:
+    match = _SIZE.match(text)
+    if match is None:
+        raise InvalidRequestError(
+            f"Invalid {param} {text!r}: expected WIDTHxHEIGHT such as 1024x1024, "
+            "an aspect ratio such as 16:9, or auto.",
+            param=param,
+        )
+    width, height = int(match[1]), int(match[2])
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise InvalidRequestError(
+            f"Invalid {param} {text!r}: width and height must each be between "
+            f"{MIN_SIDE} and {MAX_SIDE} pixels.",
+            param=param,
+        )
+    return width, height
+
+
+def parse_ratio(text: str, *, param: str) -> float:
+    match = _RATIO.match(text)
+    ratio = float(match[1]) / float(match[2]) if match and float(match[2]) else 0.0
+    if not 0.1 <= ratio <= 10:
+        raise InvalidRequestError(
+            f"Invalid {param} {text!r}: expected an aspect ratio such as 16:9 or 3:4.",
+            param=param,
+        )
+    return ratio
+
+
+def is_ratio(text: str) -> bool:
+    return ":" in text
+
+
+def validate_size(text: str | None, *, param: str = "size") -> str | None:
+    """Check a client's `size` early, so a bad one is a 400 before any upstream work."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    if is_ratio(text):
+        parse_ratio(text, param=param)
+    else:
+        parse_size(text, param=param)
+    return text.strip()
+
+
+def fit_size(spec: ModelSpec, requested: str | None, *, param: str = "size") -> str | None:
+    """The `image_size` to send for a requested size, aspect ratio, `auto` or nothing.
+
+    Known models get the supported size with the nearest aspect ratio (ties: nearest pixel
+    count); `None` means send no `image_size` at all.
+    """
+    if not spec.takes_image_size:
+        return None
+    if requested is None or requested.strip().lower() == "auto":
+        return spec.default_size
+    if is_ratio(requested):
+        ratio = parse_ratio(requested, param=param)
+        area = _PASSTHROUGH_AREA
+    else:
+        width, height = parse_size(requested, param=param)
+        ratio, area = width / height, width * height
+        if not spec.sizes:
+            return f"{width}x{height}"
+    if not spec.sizes:
+        width = round(math.sqrt(area * ratio) / 16) * 16
+        height = round(math.sqrt(area / ratio) / 16) * 16
+        return f"{width}x{height}"
+    return min(spec.sizes, key=lambda size: _distance(size, ratio, area))
+
+
+def _distance(size: str, ratio: float, area: int) -> tuple[float, float]:
+    width, height = (int(side) for side in size.split("x"))
+    # Log distance makes 2:1 and 1:2 equally far from 1:1.
+    ratio_gap = abs(math.log((width / height) / ratio))
+    return round(ratio_gap, 6), abs(width * height - area)
+
+
+def plan_batches(spec: ModelSpec, n: int, batch_size: int | None) -> list[int]:
+    """How many images each upstream call makes, in call order.
+
+    The original's rule stands: `batch_size` with `n` 1 is one batched call for that many
+    images. Otherwise the `n` images are split into as few calls as the model's batch limit
+    (and the client's `batch_size`, if smaller) allows, balanced so that the calls, which run
+    concurrently, finish together. A model that cannot batch gets one call per image.
+    """
+    limit = spec.max_batch_size
+    if batch_size is not None and n == 1:
+        if limit is None or batch_size <= limit:
+            return [batch_size]
+        n = batch_size
+    per_call = min(batch_size or limit or 1, limit or batch_size or 1)
+    calls = math.ceil(n / per_call)
+    base, extra = divmod(n, calls)
+    return [base + 1 if index < extra else base for index in range(calls)]

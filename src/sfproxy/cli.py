@@ -1,0 +1,187 @@
+"""Commands: `serve` (production), `demo` (with the built-in fake SiliconFlow), `check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+
+from . import __version__
+from .settings import ConfigError, Settings, load_settings
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"sfproxy: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sfproxy",
+        description="SiliconFlow image models behind an OpenAI-compatible API.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the production server")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (1); see the README on scaling"
+    )
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser(
+        "demo", help="run the server against the built-in fake SiliconFlow (no key needed)"
+    )
+    demo.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    demo.add_argument(
+        "--latency", type=float, default=1.0, help="seconds the fake takes per image (1.0)"
+    )
+    demo.set_defaults(handler=_demo)
+
+    check = commands.add_parser(
+        "check-config", help="validate the environment and print the effective configuration"
+    )
+    check.set_defaults(handler=_check_config)
+
+    fake = commands.add_parser(
+        "fake-upstream", help="run only the built-in fake SiliconFlow (for tests and benchmarks)"
+    )
+    fake.add_argument("--port", type=int, default=0, help="port (0: any free port)")
+    fake.add_argument("--latency", type=float, default=0.0, help="seconds per generation")
+    fake.add_argument("--api-key", default=None, help="the key it accepts (default: any)")
+    fake.add_argument(
+        "--max-render-side", type=int, default=None, help="cap image sides to cut rendering cost"
+    )
+    fake.add_argument(
+        "--image-min-bytes", type=int, default=0, help="pad each image to at least this size"
+    )
+    fake.set_defaults(handler=_fake_upstream)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        # Our own request log replaces uvicorn's access log.
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
+        "timeout_graceful_shutdown": 30,
+    }
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    settings.require_upstream_key()
+    configure_logging(settings.log_level)
+    options = _uvicorn_options(settings)
+    if args.workers > 1:
+        # Each worker process builds its own app (and settings) from the same environment.
+        uvicorn.run(
+            "sfproxy.app:app_factory",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            **options,
+        )
+    else:
+        from .app import create_app
+
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, **options)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .app import create_app
+    from .fake_upstream import FakeSiliconFlow
+
+    environment = load_settings()
+    fake = FakeSiliconFlow(latency=args.latency)
+    fake_base = fake.start()
+    overrides: dict[str, Any] = {"sf_base": fake_base, "siliconflow_api_key": fake.config.api_key}
+    if "image_dir" not in environment.model_fields_set:
+        # Demo images are kept apart from the ones a real deployment makes.
+        overrides["image_dir"] = "./data/demo-images"
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level)
+    print(demo_banner(settings, args.port), flush=True)
+    try:
+        uvicorn.run(
+            create_app(settings), host="127.0.0.1", port=args.port, **_uvicorn_options(settings)
+        )
+    finally:
+        fake.stop()
+    return 0
+
+
+def demo_banner(settings: Settings, port: int) -> str:
+    base = f"http://127.0.0.1:{port}"
+    if settings.client_keys:
+        key_note = "one of your ALLOW_CLIENT_KEYS"
+        auth = ' \\\n     -H "Authorization: Bearer $YOUR_PROXY_KEY"'
+    else:
+        key_note = "none needed (no ALLOW_CLIENT_KEYS set); any value works in clients"
+        auth = ""
+    rule = "=" * 78
+    return f"""{rule}
+ siliconflow-img-proxy DEMO: images come from the built-in fake SiliconFlow
+ (gradients with your prompt written on them), not from real models.
+ For real images: set SILICONFLOW_API_KEY and run `sfproxy serve` (or `make run`).
+
+ OpenAI base URL:  {base}/v1
+ API key:          {key_note}
+ Models:           {", ".join(spec.id for spec in settings.catalogue.listed)}
+
+ Try it:
+   curl {base}/v1/images/generations \\
+     -H "Content-Type: application/json"{auth} \\
+     -d '{{"model": "Qwen/Qwen-Image", "prompt": "a red panda reading a book", "n": 2}}'
+{rule}"""
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    shown = settings.describe()
+    width = max(len(name) for name in shown)
+    for name, value in shown.items():
+        print(f"{name:<{width}}  {value}")
+    settings.require_upstream_key()
+    print("\nconfiguration is valid")
+    return 0
+
+
+def _fake_upstream(args: argparse.Namespace) -> int:
+    from .fake_upstream import run_fake_upstream
+
+    run_fake_upstream(
+        port=args.port,
+        latency=args.latency,
+        api_key=args.api_key,
+        max_render_side=args.max_render_side,
+        image_min_bytes=args.image_min_bytes,
+    )
+    return 0

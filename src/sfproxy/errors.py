@@ -1,0 +1,184 @@
+"""The one error tree of the service.
+
+Every failure a client can see is a `ProxyError`. The status code, OpenAI error `type` and
+whether an OpenAI SDK should retry live on the class; one handler in `app.py` renders any of
+them as OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
+
+    ProxyError                         500 server_error
+    ├── InvalidRequestError            400 invalid_request_error   (names the `param`)
+    ├── PayloadTooLargeError           413 invalid_request_error
+    ├── AuthenticationError            401 authentication_error
+    ├── NotFoundError                  404 invalid_request_error
+    ├── MethodNotAllowedError          405 invalid_request_error
+    ├── RateLimitError                 429 rate_limit_error         (client limits, queue waits)
+    ├── ImageStoreError                503 server_error             (the image store failed)
+    └── UpstreamError                  502 upstream_error           (anything SiliconFlow did)
+        ├── UpstreamRejectedError      400 invalid_request_error    (SiliconFlow said 400)
+        ├── UpstreamAuthError          502 upstream_error           (SILICONFLOW_API_KEY refused)
+        ├── UpstreamPermissionError    403 permission_error
+        ├── UpstreamRateLimitError     429 rate_limit_error
+        ├── UpstreamServerError        502 upstream_error           (500, 502 and other 5xx)
+        ├── UpstreamUnavailableError   503 upstream_error           (503, 504)
+        ├── UpstreamTimeoutError       504 upstream_error
+        ├── UpstreamConnectionError    502 upstream_error
+        └── UpstreamBadResponseError   502 upstream_error           (unreadable body, bad image)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ProxyError(Exception):
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+    default_code: ClassVar[str | None] = None
+    # Whether retrying the same request could succeed; the upstream client retries these itself.
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.retry_after = retry_after
+        # Set once the service has spent its own retries, so SDKs do not pay for more attempts.
+        self.retries_exhausted = False
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(self.retry_after)))
+        if self.retries_exhausted:
+            headers["x-should-retry"] = "false"
+        return headers
+
+
+class InvalidRequestError(ProxyError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class PayloadTooLargeError(ProxyError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class AuthenticationError(ProxyError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "WWW-Authenticate": 'Bearer realm="siliconflow-img-proxy"'}
+
+
+class NotFoundError(ProxyError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class MethodNotAllowedError(ProxyError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class RateLimitError(ProxyError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class ImageStoreError(ProxyError):
+    status_code = 503
+    error_type = "server_error"
+    default_code = "image_store_unavailable"
+
+
+class UpstreamError(ProxyError):
+    status_code = 502
+    error_type = "upstream_error"
+    default_code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+        trace_id: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code, retry_after=retry_after)
+        self.upstream_status = upstream_status
+        self.trace_id = trace_id
+
+
+class UpstreamRejectedError(UpstreamError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_code = "upstream_rejected"
+
+
+class UpstreamAuthError(UpstreamError):
+    default_code = "upstream_auth_failed"
+
+
+class UpstreamPermissionError(UpstreamError):
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "upstream_permission_denied"
+
+
+class UpstreamRateLimitError(UpstreamError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "upstream_rate_limited"
+    retryable = True
+
+
+class UpstreamServerError(UpstreamError):
+    default_code = "upstream_server_error"
+    retryable = True
+
+
+class UpstreamUnavailableError(UpstreamError):
+    status_code = 503
+    default_code = "upstream_unavailable"
+    retryable = True
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status_code = 504
+    default_code = "upstream_timeout"
+    retryable = True
+
+
+class UpstreamConnectionError(UpstreamError):
+    default_code = "upstream_connection_failed"
+    retryable = True
+
+
+class UpstreamBadResponseError(UpstreamError):
+    default_code = "upstream_bad_response"

@@ -1,0 +1,142 @@
+"""What the fake accepts per model, and the knobs tests and benchmarks turn.
+
+The model table is the fake's own reading of siliconflow-api.md, deliberately independent of the
+proxy's catalogue: a test passing against both says the proxy matches the documented upstream, not
+merely itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from .images import IMAGE_FORMATS, ImageFormat
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRule:
+    """Input images a model takes, and how it sizes and counts its output."""
+
+    image_fields: tuple[str, ...] = ()
+    min_images: int = 0
+    default_size: tuple[int, int] = (1024, 1024)
+    # Edit models size from their input image and reject `image_size`.
+    sizes_from_input: bool = False
+    # Only Kolors honours `batch_size`; the others return one image whatever it says.
+    honours_batch_size: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelRule:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model rule fields: {sorted(unknown)}")
+        values = dict(data)
+        if "image_fields" in values:
+            values["image_fields"] = tuple(values["image_fields"])
+        if "default_size" in values:
+            width, height = values["default_size"]
+            values["default_size"] = (int(width), int(height))
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+BUILTIN_MODELS: Mapping[str, ModelRule] = {
+    "Kwai-Kolors/Kolors": ModelRule(
+        image_fields=("image",), default_size=(1024, 1024), honours_batch_size=True
+    ),
+    "Qwen/Qwen-Image": ModelRule(default_size=(1328, 1328)),
+    "Qwen/Qwen-Image-Edit": ModelRule(image_fields=("image",), min_images=1, sizes_from_input=True),
+    "Qwen/Qwen-Image-Edit-2509": ModelRule(
+        image_fields=("image", "image2", "image3"), min_images=1, sizes_from_input=True
+    ),
+}
+
+
+@dataclass(slots=True)
+class FakeConfig:
+    """Settings read on every request, so changing one takes effect on the next request."""
+
+    # Seconds added before answering a successful generation.
+    latency: float = 0.0
+    # Seconds added before answering a file download.
+    download_latency: float = 0.0
+    image_format: ImageFormat = "png"
+    # Pad each image file to at least this many bytes (0: no padding).
+    image_min_bytes: int = 0
+    # Rendering cost limits: draw at `render_scale` times the size, then cap the longer side.
+    render_scale: float = 1.0
+    max_render_side: int | None = None
+    # None accepts any Bearer token.
+    api_key: str | None = "sk-fake-upstream"
+    # Model id -> rule. update() also takes a rule's JSON form, or a built-in model id to copy.
+    extra_models: dict[str, ModelRule] = field(default_factory=dict)
+    # How long image URLs stay valid, as SiliconFlow's signed links do.
+    url_ttl: float = 3600.0
+    # Recorded bodies hold input images, so the record is bounded (0 records nothing).
+    max_recorded_requests: int = 1000
+
+    def __post_init__(self) -> None:
+        self.update(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+    def update(self, **changes: Any) -> None:
+        """Validate and apply changes; nothing changes if any value is invalid."""
+        checked = {name: _check(name, value) for name, value in changes.items()}
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+    def models(self) -> dict[str, ModelRule]:
+        return {**BUILTIN_MODELS, **self.extra_models}
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["extra_models"] = {k: rule.to_json() for k, rule in self.extra_models.items()}
+        return data
+
+
+def _check(name: str, value: Any) -> Any:
+    if name in ("latency", "download_latency", "url_ttl", "render_scale"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"{name} must be a number >= 0")
+        if name == "render_scale" and value == 0:
+            raise ValueError("render_scale must be > 0")
+        return float(value)
+    if name in ("image_min_bytes", "max_recorded_requests"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0")
+        return value
+    if name == "max_render_side":
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError("max_render_side must be None or an integer >= 1")
+        return value
+    if name == "image_format":
+        if value not in IMAGE_FORMATS:
+            raise ValueError(f"image_format must be one of {IMAGE_FORMATS}")
+        return cast(ImageFormat, value)
+    if name == "api_key":
+        if value is not None and not isinstance(value, str):
+            raise ValueError("api_key must be a string or None")
+        return value
+    if name == "extra_models":
+        if not isinstance(value, Mapping):
+            raise ValueError("extra_models must be a mapping of model id to rule")
+        return {str(model): _model_rule(rule) for model, rule in value.items()}
+    raise ValueError(f"unknown config field: {name}")
+
+
+def _model_rule(rule: Any) -> ModelRule:
+    if isinstance(rule, ModelRule):
+        return rule
+    if isinstance(rule, str):
+        if rule not in BUILTIN_MODELS:
+            raise ValueError(f"extra_models: {rule!r} is not a built-in model to copy")
+        return BUILTIN_MODELS[rule]
+    if isinstance(rule, Mapping):
+        return ModelRule.from_json(rule)
+    raise ValueError("extra_models values must be a ModelRule, a mapping, or a built-in model id")

@@ -1,0 +1,282 @@
+"""The one path from an image request to kept images, shared by every endpoint.
+
+An `ImageJob` (what the client wants, already validated) is checked against the model's
+catalogue entry, planned into upstream calls (batched where the model allows), run
+concurrently up to `PARALLEL_CALLS`, and each resulting image is downloaded once and put in
+the image store. Calls that fail are reported beside the images that succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .catalogue import Catalogue, ModelSpec, fit_size, plan_batches
+from .errors import InvalidRequestError, ProxyError, UpstreamBadResponseError
+from .images import sniff_media_type
+from .protocol import ImageParams, ResponseFormat
+from .siliconflow import SiliconFlowClient
+from .store import ImageStore
+
+MAX_SEED = 9_999_999_999
+_INPUT_IMAGE_FIELDS = ("image", "image2", "image3")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageJob:
+    """A validated request for images, whichever endpoint it came from."""
+
+    model: str
+    prompt: str
+    n: int = 1
+    response_format: ResponseFormat = "url"
+    size: str | None = None
+    image_size: str | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    cfg: float | None = None
+    negative_prompt: str | None = None
+    # Input images for editing: data URIs or http(s) URLs, in order.
+    images: tuple[str, ...] = ()
+
+    @classmethod
+    def from_params(
+        cls,
+        params: ImageParams,
+        *,
+        prompt: str,
+        catalogue: Catalogue,
+        default_response_format: ResponseFormat,
+        images: tuple[str, ...] = (),
+        **overrides: Any,
+    ) -> ImageJob:
+        values: dict[str, Any] = {
+            "model": params.model or catalogue.default_model,
+            "prompt": prompt,
+            "n": params.n,
+            "response_format": params.response_format or default_response_format,
+            "size": params.size or params.aspect_ratio,
+            "image_size": params.image_size,
+            "batch_size": params.batch_size,
+            "seed": params.seed,
+            "num_inference_steps": params.num_inference_steps,
+            "guidance_scale": params.guidance_scale,
+            "cfg": params.cfg,
+            "negative_prompt": params.negative_prompt,
+            "images": images,
+        }
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+
+@dataclass(slots=True)
+class GeneratedImage:
+    seed: int | None
+    media_type: str | None = None
+    # The bytes, when the image was downloaded (always, unless IMAGE_STORE=off and url format).
+    data: bytes | None = None
+    # Its name in the image store, or SiliconFlow's own URL when nothing is kept.
+    name: str | None = None
+    upstream_url: str | None = None
+
+
+@dataclass(slots=True)
+class Generation:
+    model: str
+    size: str | None
+    images: list[GeneratedImage]
+    requested: int
+    calls: int
+    failures: list[ProxyError] = field(default_factory=list)
+    upstream_seconds: float = 0.0
+
+    @property
+    def failed_calls(self) -> int:
+        return len(self.failures)
+
+
+class Pacer(Protocol):
+    """Holds a call back until the model's upstream limits allow it (see `pacing.py`)."""
+
+    def slot(self, model: str, images: int) -> AbstractAsyncContextManager[None]: ...
+
+
+class _Unpaced:
+    @asynccontextmanager
+    async def slot(self, model: str, images: int) -> AsyncIterator[None]:
+        yield
+
+
+class _UpstreamClock:
+    """Wall time during which at least one upstream call was in flight."""
+
+    def __init__(self) -> None:
+        self._spans: list[tuple[float, float]] = []
+
+    @asynccontextmanager
+    async def measure(self) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._spans.append((started, time.perf_counter()))
+
+    def total(self) -> float:
+        total, reached = 0.0, float("-inf")
+        for start, end in sorted(self._spans):
+            if end > reached:
+                total += end - max(start, reached)
+                reached = end
+        return total
+
+
+class ImageGenerator:
+    def __init__(
+        self,
+        client: SiliconFlowClient,
+        store: ImageStore,
+        catalogue: Catalogue,
+        *,
+        parallel_calls: int = 4,
+        pacer: Pacer | None = None,
+        random_seed: Callable[[], int] = lambda: random.randint(0, MAX_SEED),
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.catalogue = catalogue
+        self.parallel_calls = parallel_calls
+        self.pacer: Pacer = pacer or _Unpaced()
+        self._random_seed = random_seed
+
+    def check(self, job: ImageJob) -> ModelSpec:
+        """Refuse, before any upstream work, what the model cannot do."""
+        spec = self.catalogue.spec(job.model)
+        count = len(job.images)
+        if count and not spec.takes_images:
+            takers = ", ".join(self.catalogue.image_models()) or "none are listed"
+            raise InvalidRequestError(
+                f"Model {job.model} does not take input images. Models that do: {takers}.",
+                param="image",
+            )
+        if count < spec.min_images:
+            raise InvalidRequestError(
+                f"Model {job.model} edits images: send {spec.min_images} to "
+                f"{spec.max_images} input image(s) (POST /v1/images/edits, or attach one in chat).",
+                param="image",
+            )
+        if spec.max_images is not None and count > spec.max_images:
+            raise InvalidRequestError(
+                f"Model {job.model} takes at most {spec.max_images} input image(s); "
+                f"{count} were sent.",
+                param="image",
+            )
+        if count > len(_INPUT_IMAGE_FIELDS):
+            raise InvalidRequestError(
+                f"At most {len(_INPUT_IMAGE_FIELDS)} input images can be sent; {count} were.",
+                param="image",
+            )
+        return spec
+
+    def payload_for(self, job: ImageJob, spec: ModelSpec) -> tuple[dict[str, Any], str | None]:
+        """The upstream body shared by every call of the job, and the image_size it holds."""
+        payload: dict[str, Any] = {"model": job.model, "prompt": job.prompt}
+        if spec.takes_image_size:
+            size = job.image_size or fit_size(spec, job.size)
+        else:
+            size = None
+        if size is not None:
+            payload["image_size"] = size
+        for param in ("num_inference_steps", "guidance_scale", "cfg", "negative_prompt"):
+            value = getattr(job, param)
+            if value is not None and spec.accepts(param):
+                payload[param] = value
+        for name, image in zip(_INPUT_IMAGE_FIELDS, job.images, strict=False):
+            payload[name] = image
+        return payload, size
+
+    async def run(self, job: ImageJob) -> Generation:
+        spec = self.check(job)
+        payload, size = self.payload_for(job, spec)
+        batches = plan_batches(spec, job.n, job.batch_size)
+        first_seed = job.seed
+        limit = asyncio.Semaphore(self.parallel_calls)
+        clock = _UpstreamClock()
+
+        async def call(index: int, count: int) -> list[GeneratedImage]:
+            body = dict(payload)
+            if count > 1:
+                body["batch_size"] = count
+            if spec.accepts("seed"):
+                # Seed + i keeps a seeded request reproducible while its images differ.
+                body["seed"] = (
+                    (first_seed + index) % (MAX_SEED + 1)
+                    if first_seed is not None
+                    else self._random_seed()
+                )
+            async with limit:
+                async with self.pacer.slot(job.model, count), clock.measure():
+                    result = await self.client.generate(body)
+                seed = result.seed if result.seed is not None else body.get("seed")
+                return list(
+                    await asyncio.gather(
+                        *(self._keep(url, job, seed, clock) for url in result.urls[:count])
+                    )
+                )
+
+        outcomes = await asyncio.gather(
+            *(call(index, count) for index, count in enumerate(batches)),
+            return_exceptions=True,
+        )
+        images: list[GeneratedImage] = []
+        failures: list[ProxyError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, ProxyError):
+                failures.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                images.extend(outcome)
+        if not images:
+            raise failures[0]
+        return Generation(
+            model=job.model,
+            size=size,
+            images=images,
+            requested=sum(batches),
+            calls=len(batches),
+            failures=failures,
+            upstream_seconds=clock.total(),
+        )
+
+    async def _keep(
+        self, url: str, job: ImageJob, seed: int | None, clock: _UpstreamClock
+    ) -> GeneratedImage:
+        if not self.store.keeps_images and job.response_format == "url":
+            return GeneratedImage(seed=seed, upstream_url=url)
+        async with clock.measure():
+            data = await self.client.download(url, model=job.model)
+        media_type = sniff_media_type(data)
+        if media_type is None:
+            raise UpstreamBadResponseError(
+                "SiliconFlow's image URL did not return an image (unknown file format)."
+            )
+        image = GeneratedImage(seed=seed, media_type=media_type, data=data)
+        if self.store.keeps_images:
+            image.name = await self.store.put(data, media_type)
+        else:
+            image.upstream_url = url
+        return image
+
+    def url_for(self, image: GeneratedImage, base_url: str) -> str:
+        """Where a client fetches the image: this service, the store's CDN, or SiliconFlow."""
+        if image.name is None:
+            assert image.upstream_url is not None
+            return image.upstream_url
+        return self.store.public_url(image.name) or f"{base_url}/v1/files/images/{image.name}"

@@ -1,0 +1,296 @@
+"""OpenAI wire types this service accepts and returns. No I/O here.
+
+Requests allow extra fields (clients spread every UI parameter into the body); responses are
+exact. The image parameters of the original service are accepted under their `sf_` names and
+under SiliconFlow's own names; the `sf_` name wins when both are sent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+
+from .catalogue import validate_size
+from .errors import InvalidRequestError
+
+ResponseFormat = Literal["url", "b64_json"]
+
+
+def _omit_none(value: Any) -> bool:
+    return value is None
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class ImageParams(_Request):
+    """What every image-making endpoint accepts besides the prompt."""
+
+    model: str | None = Field(default=None, description="Model id; default: the first listed.")
+    n: int = Field(default=1, ge=1, le=10, description="Number of images, 1 to 10.")
+    size: str | None = Field(
+        default=None,
+        description="WIDTHxHEIGHT, an aspect ratio such as 16:9, or auto; fitted to the model.",
+        examples=["1024x1024"],
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None, description="url (default) or b64_json."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, le=9_999_999_999, validation_alias=AliasChoices("sf_seed", "seed")
+    )
+    num_inference_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        validation_alias=AliasChoices("sf_num_steps", "num_inference_steps"),
+    )
+    guidance_scale: float | None = Field(
+        default=None,
+        ge=0,
+        le=20,
+        validation_alias=AliasChoices("sf_guidance_scale", "guidance_scale"),
+    )
+    cfg: float | None = Field(
+        default=None, ge=0.1, le=20, validation_alias=AliasChoices("sf_cfg", "cfg")
+    )
+    negative_prompt: str | None = Field(
+        default=None,
+        max_length=10_000,
+        validation_alias=AliasChoices("sf_negative_prompt", "negative_prompt"),
+    )
+    image_size: str | None = Field(
+        default=None,
+        description="Sent to SiliconFlow exactly as given; wins over size.",
+        validation_alias=AliasChoices("sf_image_size", "image_size"),
+    )
+    batch_size: int | None = Field(
+        default=None, ge=1, le=16, validation_alias=AliasChoices("sf_batch_size", "batch_size")
+    )
+    aspect_ratio: str | None = Field(
+        default=None,
+        description="An aspect ratio such as 16:9; used when size is absent.",
+        validation_alias=AliasChoices("sf_aspect_ratio", "aspect_ratio"),
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _check_size(cls, value: str | None) -> str | None:
+        return _checked_size(value, "size")
+
+    @field_validator("image_size")
+    @classmethod
+    def _check_image_size(cls, value: str | None) -> str | None:
+        if value is not None and ":" in value:
+            raise ValueError(f"Invalid image_size {value!r}: expected WIDTHxHEIGHT.")
+        return _checked_size(value, "image_size")
+
+    @field_validator("aspect_ratio")
+    @classmethod
+    def _check_aspect_ratio(cls, value: str | None) -> str | None:
+        if value is not None and ":" not in value:
+            raise ValueError(f"Invalid sf_aspect_ratio {value!r}: expected a ratio such as 16:9.")
+        return _checked_size(value, "sf_aspect_ratio")
+
+    @field_validator("response_format", mode="before")
+    @classmethod
+    def _blank_format(cls, value: Any) -> Any:
+        # Some clients send an empty string for "not chosen".
+        return None if value == "" else value
+
+
+def _checked_size(value: str | None, param: str) -> str | None:
+    try:
+        return validate_size(value, param=param)
+    except InvalidRequestError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+Prompt = Annotated[str, Field(min_length=1, max_length=32_000)]
+
+
+class ImageGenerationRequest(ImageParams):
+    """`POST /v1/images/generations`."""
+
+    prompt: Prompt
+
+    _prompt_not_blank = field_validator("prompt")(_non_blank)
+
+
+class ImageEditJSONRequest(ImageParams):
+    """`POST /v1/images/edits` as JSON: images as URLs or data URIs."""
+
+    prompt: Prompt
+    image: str | list[str] = Field(description="An image URL or data URI, or a list of them.")
+    mask: Any = None
+
+    _prompt_not_blank = field_validator("prompt")(_non_blank)
+
+
+class TextPart(_Request):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Request):
+    url: str
+    detail: str | None = None
+
+
+class ImagePart(_Request):
+    type: Literal["image_url"]
+    image_url: ImageURL | str
+
+    @property
+    def url(self) -> str:
+        return self.image_url if isinstance(self.image_url, str) else self.image_url.url
+
+
+class OtherPart(_Request):
+    """Parts this service does not read (audio, files, ...), kept so they are not a 400."""
+
+    type: str
+
+
+ContentPart = Annotated[TextPart | ImagePart | OtherPart, Field(union_mode="left_to_right")]
+
+
+class ChatMessage(_Request):
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(ImageParams):
+    """`POST /v1/chat/completions`: the latest user message is the prompt."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+# Responses
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageObject(_Response):
+    url: str | None = Field(default=None, exclude_if=_omit_none)
+    b64_json: str | None = Field(default=None, exclude_if=_omit_none)
+    seed: int | None = Field(
+        default=None, exclude_if=_omit_none, description="The seed SiliconFlow used."
+    )
+
+
+class ImagesResponse(_Response):
+    created: int
+    data: list[ImageObject]
+    size: str | None = Field(
+        default=None, exclude_if=_omit_none, description="The image_size actually sent."
+    )
+    output_format: str | None = Field(default=None, exclude_if=_omit_none)
+
+
+class Usage(_Response):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ImageRef(_Response):
+    type: Literal["image_url"] = "image_url"
+    image_url: dict[str, str]
+
+
+class AssistantMessage(_Response):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: None = None
+    images: list[ImageRef] | None = Field(default=None, exclude_if=_omit_none)
+
+
+class ChatChoice(_Response):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop"] = "stop"
+    logprobs: None = None
+
+
+class ChatCompletion(_Response):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    provider: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChunkDelta(_Response):
+    role: Literal["assistant"] | None = Field(default=None, exclude_if=_omit_none)
+    content: str | None = Field(default=None, exclude_if=_omit_none)
+    reasoning_content: str | None = Field(default=None, exclude_if=_omit_none)
+    images: list[ImageRef] | None = Field(default=None, exclude_if=_omit_none)
+
+
+class ChunkChoice(_Response):
+    index: int = 0
+    delta: ChunkDelta
+    finish_reason: Literal["stop"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(_Response):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    provider: str
+    choices: list[ChunkChoice]
+    # Present (null, or the totals in the last chunk) only when the client asked for usage.
+    usage: Usage | None = None
+
+
+class ModelCard(_Response):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    supported_endpoint_types: list[str] = ["image-generation", "openai"]
+
+
+class ModelList(_Response):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(_Response):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(_Response):
+    error: ErrorBody

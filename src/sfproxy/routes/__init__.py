@@ -1,0 +1,1 @@
+"""Thin HTTP adapters: each route takes the request, calls one function, returns its result."""

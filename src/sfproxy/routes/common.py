@@ -1,0 +1,99 @@
+"""What every route shares: the running services, the caller, and JSON responses."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import pydantic_core
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from ..auth import Client
+from ..protocol import ErrorResponse
+from ..services import Services
+
+# Declared for the OpenAPI document only; `ClientKeys` reads the credentials itself.
+_bearer = HTTPBearer(auto_error=False, description="This proxy's key (ALLOW_CLIENT_KEYS).")
+_api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def authenticate(
+    request: Request,
+    services: ServicesDep,
+    _bearer_doc: Annotated[Any, Security(_bearer)] = None,
+    _header_doc: Annotated[Any, Security(_api_key_header)] = None,
+) -> Client:
+    client = services.keys.authenticate(request)
+    request.state.client = client
+    return client
+
+
+ClientDep = Annotated[Client, Depends(authenticate)]
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Invalid request, or SiliconFlow rejected it",
+        401: "Missing or wrong proxy key",
+        403: "SiliconFlow refused access to the model",
+        413: "Request body too large",
+        429: "A client limit or SiliconFlow's rate limit; see Retry-After",
+        502: "SiliconFlow failed or answered something unreadable",
+        503: "SiliconFlow or the image store is unavailable",
+        504: "SiliconFlow did not answer in time",
+    }.items()
+}
+
+
+def json_response(
+    model: BaseModel, *, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        content=pydantic_core.to_json(model),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def public_base_url(request: Request, configured: str | None) -> str:
+    """The base of URLs handed to clients: PUBLIC_BASE_URL, else what the client used.
+
+    Behind a reverse proxy the client's scheme and host arrive as X-Forwarded-Proto and
+    X-Forwarded-Host (and a path prefix as X-Forwarded-Prefix).
+    """
+    if configured:
+        return configured
+    headers = request.headers
+    scheme = _first(headers.get("x-forwarded-proto"), _SCHEME) or request.url.scheme
+    host = (
+        _first(headers.get("x-forwarded-host"), _HOST)
+        or _first(headers.get("host"), _HOST)
+        or request.url.netloc
+    )
+    prefix = (_first(headers.get("x-forwarded-prefix"), _PREFIX) or "").rstrip("/")
+    return f"{scheme}://{host}{prefix}"
+
+
+# Forwarded values end up inside URLs and Markdown: anything unusual is ignored.
+_SCHEME = re.compile(r"^https?$")
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+_PREFIX = re.compile(r"^/[A-Za-z0-9._~/\-]*$")
+
+
+def _first(value: str | None, pattern: re.Pattern[str]) -> str | None:
+    if not value:
+        return None
+    first = value.split(",", 1)[0].strip()
+    return first if pattern.match(first) else None

@@ -1,0 +1,77 @@
+"""`POST /v1/images/generations`: OpenAI's Images API."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ..generate import Generation, ImageJob
+from ..images import EXTENSIONS
+from ..protocol import ImageGenerationRequest, ImageObject, ImagesResponse, ResponseFormat
+from ..services import Services
+from .common import ERROR_RESPONSES, ClientDep, ServicesDep, json_response, public_base_url
+
+router = APIRouter(prefix="/v1", tags=["images"])
+
+
+@router.post(
+    "/images/generations",
+    response_model=ImagesResponse,
+    responses=ERROR_RESPONSES,
+    summary="Generate images",
+)
+async def create_images(
+    body: ImageGenerationRequest, request: Request, services: ServicesDep, _client: ClientDep
+) -> Response:
+    job = ImageJob.from_params(
+        body,
+        prompt=body.prompt,
+        catalogue=services.catalogue,
+        default_response_format=services.settings.default_response_format,
+    )
+    generation = await services.generator.run(job)
+    return images_response(generation, job.response_format, services, request)
+
+
+def images_response(
+    generation: Generation, response_format: ResponseFormat, services: Services, request: Request
+) -> Response:
+    base_url = public_base_url(request, services.settings.public_base_url)
+    data = [
+        ImageObject(b64_json=base64.b64encode(image.data).decode("ascii"), seed=image.seed)
+        if response_format == "b64_json" and image.data is not None
+        else ImageObject(url=services.generator.url_for(image, base_url), seed=image.seed)
+        for image in generation.images
+    ]
+    formats = {image.media_type for image in generation.images}
+    media_type = formats.pop() if len(formats) == 1 else None
+    body = ImagesResponse(
+        created=int(time.time()),
+        data=data,
+        size=generation.size,
+        output_format=_output_format(media_type),
+    )
+    return json_response(body, headers=partial_failure_headers(generation))
+
+
+def _output_format(media_type: str | None) -> str | None:
+    extension = EXTENSIONS.get(media_type or "")
+    return "jpeg" if extension == "jpg" else extension
+
+
+def partial_failure_headers(generation: Generation) -> dict[str, str]:
+    """Say when only some upstream calls succeeded (the images that did are returned)."""
+    if not generation.failures:
+        return {}
+    first = generation.failures[0]
+    return {
+        "X-Partial-Failure": (
+            f"{generation.failed_calls} of {generation.calls} upstream calls failed "
+            f"({first.code or first.error_type})"
+        ),
+        "X-Images-Requested": str(generation.requested),
+        "X-Images-Returned": str(len(generation.images)),
+    }

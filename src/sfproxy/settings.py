@@ -1,0 +1,227 @@
+"""Typed settings, read once from the environment and an optional `.env`, then passed in.
+
+The names users already deploy with (`SILICONFLOW_API_KEY`, `SF_BASE`, `ALLOW_CLIENT_KEYS`,
+`MODELS_JSON`, ...) are a contract; new settings get defaults that suit one small VPS.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .catalogue import Catalogue, ModelSpec
+
+_SPLIT = re.compile(r"[\s,]+")
+_MODEL_ENTRIES: TypeAdapter[list[ModelSpec | str]] = TypeAdapter(list[ModelSpec | str])
+
+
+def split_list(value: str | None) -> list[str]:
+    return [item for item in _SPLIT.split(value or "") if item]
+
+
+def mask(secret: str) -> str:
+    """Enough of a secret to tell two apart, never enough to use one."""
+    if len(secret) <= 8:
+        return "***"
+    return f"{secret[:3]}…{secret[-2:]}"
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a configuration the service can run with."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    siliconflow_api_key: SecretStr | None = None
+    sf_base: str = "https://api.siliconflow.cn/v1"
+    provider_label: str = "SiliconFlow"
+
+    # Proxy access keys. All five names are merged; each holds one or more keys.
+    allow_client_key: SecretStr | None = None
+    allow_client_keys: SecretStr | None = None
+    access_token: SecretStr | None = None
+    access_tokens: SecretStr | None = None
+    access_keys: SecretStr | None = None
+
+    models_json: str | None = None
+    models: str | None = None
+
+    parallel_calls: int = Field(default=4, ge=1, le=64)
+    upstream_connect_timeout: float = Field(default=10.0, gt=0)
+    upstream_timeout: float = Field(default=300.0, gt=0)
+    upstream_retries: int = Field(default=2, ge=0, le=10)
+    upstream_max_connections: int = Field(default=1000, ge=0)
+    max_body_mb: float = Field(default=32.0, gt=0)
+    max_image_mb: float = Field(default=10.0, gt=0)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default=["*"])
+    default_response_format: Literal["url", "b64_json"] = "url"
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    chat_progress: Literal["off", "reasoning"] = "off"
+
+    public_base_url: str | None = None
+    image_store: str = "local"
+    image_dir: Path = Path("./data/images")
+    image_public_base_url: str | None = None
+    image_retention_days: float | None = Field(default=None, gt=0)
+    s3_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("s3_endpoint_url", "aws_endpoint_url")
+    )
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    aws_region: str | None = Field(
+        default=None, validation_alias=AliasChoices("aws_region", "aws_default_region")
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("sf_base", "public_base_url", "image_public_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        return split_list(value) if isinstance(value, str) else value
+
+    @field_validator("log_level", "chat_progress", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("image_store")
+    @classmethod
+    def _store_kind(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("local", "off") or re.fullmatch(
+            r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/.*)?", value
+        ):
+            return value
+        raise ValueError("must be local, off, or s3://bucket/prefix")
+
+    @model_validator(mode="after")
+    def _parse_models(self) -> Settings:
+        # Touching the property parses MODELS_JSON now, so a bad value stops the start.
+        _ = self.model_entries
+        return self
+
+    @cached_property
+    def model_entries(self) -> list[ModelSpec | str]:
+        if self.models_json and self.models_json.strip():
+            try:
+                raw = json.loads(self.models_json)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"MODELS_JSON is not valid JSON: {exc}") from None
+            if not isinstance(raw, list) or not raw:
+                raise ValueError(
+                    'MODELS_JSON must be a non-empty JSON array, e.g. ["Qwen/Qwen-Image"] '
+                    'or [{"id": "Qwen/Qwen-Image"}]'
+                )
+            try:
+                return _MODEL_ENTRIES.validate_python(raw)
+            except ValidationError as exc:
+                details = "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc'][:3])}: {err['msg']}"
+                    for err in exc.errors()[:3]
+                )
+                raise ValueError(f"MODELS_JSON has an invalid entry ({details})") from None
+        return list(split_list(self.models))
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        return Catalogue(self.model_entries)
+
+    @cached_property
+    def client_keys(self) -> tuple[str, ...]:
+        merged: dict[str, None] = {}
+        for field in (
+            self.allow_client_key,
+            self.allow_client_keys,
+            self.access_token,
+            self.access_tokens,
+            self.access_keys,
+        ):
+            if field is not None:
+                merged.update(dict.fromkeys(split_list(field.get_secret_value())))
+        return tuple(merged)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_image_bytes(self) -> int:
+        return int(self.max_image_mb * 1024 * 1024)
+
+    def require_upstream_key(self) -> SecretStr:
+        if self.siliconflow_api_key is None or not self.siliconflow_api_key.get_secret_value():
+            raise ConfigError(
+                "SILICONFLOW_API_KEY is not set: set it to your SiliconFlow API key "
+                "(https://cloud.siliconflow.cn/account/ak), or run `sfproxy demo` to try the "
+                "service with the built-in fake SiliconFlow."
+            )
+        return self.siliconflow_api_key
+
+    def describe(self) -> dict[str, Any]:
+        """The effective configuration, every secret masked, for `check-config` and logs."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in (
+                "allow_client_key",
+                "allow_client_keys",
+                "access_token",
+                "access_tokens",
+                "access_keys",
+            ):
+                continue
+            if isinstance(value, SecretStr):
+                value = mask(value.get_secret_value()) if value.get_secret_value() else None
+            elif isinstance(value, Path):
+                value = str(value)
+            shown[name.upper()] = value
+        shown["client keys"] = [mask(key) for key in self.client_keys] or "none (public API)"
+        shown["models"] = [spec.id for spec in self.catalogue.listed]
+        return shown
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, turning validation errors into one ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(part) for part in err["loc"]).upper()
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{name}: {message}" if name else message)
+        raise ConfigError("; ".join(lines)) from None

@@ -1,0 +1,375 @@
+"""The SiliconFlow client: one class owning one connection pool.
+
+Transport failures and SiliconFlow's error answers become `UpstreamError`s here, at the
+boundary, so nothing past this module sees aiohttp. Retryable failures (429, 5xx, timeouts,
+dropped connections) are retried with exponential backoff and jitter, honouring `Retry-After`.
+Nothing here imports the web framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+import orjson
+
+from . import __version__
+from .errors import (
+    UpstreamAuthError,
+    UpstreamBadResponseError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamPermissionError,
+    UpstreamRateLimitError,
+    UpstreamRejectedError,
+    UpstreamServerError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TRACE_HEADER = "x-siliconcloud-trace-id"
+# A Retry-After longer than this is not waited out inside a client's request.
+MAX_RETRY_WAIT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamImages:
+    urls: list[str]
+    seed: int | None
+    inference_seconds: float | None
+    trace_id: str | None
+
+
+class UpstreamObserver(Protocol):
+    """Told about every attempt, for metrics; must not raise or block."""
+
+    def attempt(self, kind: str, model: str, outcome: str, seconds: float) -> None: ...
+
+    def retry(self, kind: str, model: str, reason: str) -> None: ...
+
+
+class _NoObserver:
+    def attempt(self, kind: str, model: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def retry(self, kind: str, model: str, reason: str) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    retries: int = 2
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        backoff = min(self.max_delay, self.base_delay * 2**attempt)
+        # Full jitter spreads the retries of many requests that failed together.
+        jittered = random.uniform(backoff / 2, backoff)
+        return max(jittered, retry_after) if retry_after is not None else jittered
+
+
+class SiliconFlowClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        connect_timeout: float = 10.0,
+        timeout: float = 300.0,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 1000,
+        max_download_bytes: int = 64 * 1024 * 1024,
+        observer: UpstreamObserver | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=connect_timeout, sock_read=None
+        )
+        self._timeout_seconds = timeout
+        self.retry = retry or RetryPolicy()
+        self._max_connections = max_connections
+        self._max_download_bytes = max_download_bytes
+        self._observer: UpstreamObserver = observer or _NoObserver()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers={"User-Agent": f"siliconflow-img-proxy/{__version__}"},
+                # Honour HTTPS_PROXY/NO_PROXY, as servers behind a corporate proxy need.
+                trust_env=True,
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> SiliconFlowClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("SiliconFlowClient used before start()")
+        return self._session
+
+    async def generate(self, payload: dict[str, Any]) -> UpstreamImages:
+        """One `POST /images/generations`, retried as the policy allows."""
+        model = str(payload.get("model", ""))
+        body = orjson.dumps(payload)
+        return await self._with_retries("generate", model, lambda: self._generate_once(body))
+
+    async def download(self, url: str, *, model: str = "") -> bytes:
+        """The bytes behind one of SiliconFlow's (signed, short-lived) image URLs."""
+        return await self._with_retries("download", model, lambda: self._download_once(url))
+
+    async def _with_retries(
+        self, kind: str, model: str, attempt_once: Callable[[], Awaitable[T]]
+    ) -> T:
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                result = await attempt_once()
+            except UpstreamError as exc:
+                self._observer.attempt(kind, model, exc.code or "error", _since(started))
+                wait = self.retry.delay(attempt, exc.retry_after)
+                if not exc.retryable or attempt >= self.retry.retries or wait > MAX_RETRY_WAIT:
+                    exc.retries_exhausted = exc.retryable
+                    raise
+                attempt += 1
+                self._observer.retry(kind, model, exc.code or "error")
+                logger.info(
+                    "retrying SiliconFlow %s (attempt %d of %d) in %.1fs after: %s",
+                    kind,
+                    attempt + 1,
+                    self.retry.retries + 1,
+                    wait,
+                    exc.message,
+                )
+                await asyncio.sleep(wait)
+            else:
+                self._observer.attempt(kind, model, "ok", _since(started))
+                return result
+
+    async def _generate_once(self, body: bytes) -> UpstreamImages:
+        url = f"{self.base_url}/images/generations"
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Content-Type": "application/json",
+        }
+        async with self._request("POST", url, data=body, headers=headers) as response:
+            raw = await self._read(response)
+            trace_id = response.headers.get(TRACE_HEADER)
+            if response.status != 200:
+                raise self._error_for(response.status, raw, response.headers, trace_id)
+        return _parse_images(raw, trace_id)
+
+    async def _download_once(self, url: str) -> bytes:
+        async with self._request("GET", url) as response:
+            if response.status != 200:
+                raw = await self._read(response)
+                if response.status == 404 or response.status == 403:
+                    raise UpstreamBadResponseError(
+                        f"SiliconFlow's image URL answered {response.status}: the image is "
+                        "gone (its signed URL may have expired).",
+                        upstream_status=response.status,
+                    )
+                raise self._error_for(response.status, raw, response.headers, None)
+            if (response.content_length or 0) > self._max_download_bytes:
+                raise UpstreamBadResponseError("SiliconFlow's image is larger than allowed.")
+            data = await self._read(response)
+        if len(data) > self._max_download_bytes:
+            raise UpstreamBadResponseError("SiliconFlow's image is larger than allowed.")
+        if not data:
+            raise UpstreamBadResponseError("SiliconFlow's image URL returned no bytes.")
+        return data
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> _GuardedRequest:
+        return _GuardedRequest(self.session, method, url, self._timeout_seconds, kwargs)
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await response.read()
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"SiliconFlow did not answer within {self._timeout_seconds:g} s."
+            ) from None
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise UpstreamConnectionError(
+                f"SiliconFlow closed the connection mid-answer ({exc.__class__.__name__})."
+            ) from None
+
+    def _error_for(
+        self, status: int, raw: bytes, headers: Any, trace_id: str | None
+    ) -> UpstreamError:
+        message, upstream_code = _error_message(raw)
+        message = self._redact(message)
+        logger.warning(
+            "SiliconFlow answered %d (code %s, trace %s): %s",
+            status,
+            upstream_code,
+            trace_id,
+            message,
+        )
+        detail = f" (SiliconFlow code {upstream_code})" if upstream_code is not None else ""
+        common: dict[str, Any] = {"upstream_status": status, "trace_id": trace_id}
+        if status == 401:
+            return UpstreamAuthError(
+                "SiliconFlow rejected this server's upstream API key (SILICONFLOW_API_KEY); "
+                "the server operator must check it.",
+                **common,
+            )
+        if status == 403:
+            return UpstreamPermissionError(
+                f"SiliconFlow refused access{detail}: {message}", **common
+            )
+        if status == 404:
+            return UpstreamBadResponseError(
+                f"SiliconFlow answered 404 for {self.base_url}/images/generations: check SF_BASE.",
+                **common,
+            )
+        if status == 429:
+            return UpstreamRateLimitError(
+                f"SiliconFlow's rate limit was reached: {message}",
+                retry_after=_retry_after(headers),
+                **common,
+            )
+        if status in (503, 504):
+            return UpstreamUnavailableError(
+                f"SiliconFlow is unavailable ({status}){detail}: {message}",
+                retry_after=_retry_after(headers),
+                **common,
+            )
+        if status >= 500:
+            return UpstreamServerError(
+                f"SiliconFlow failed ({status}){detail}: {message}", **common
+            )
+        return UpstreamRejectedError(
+            f"SiliconFlow rejected the request{detail}: {message}",
+            param="model" if upstream_code == 20012 else None,
+            **common,
+        )
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+class _GuardedRequest:
+    """`session.request(...)` as a context manager that speaks only `UpstreamError`s."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        timeout: float,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._context = session.request(method, url, **kwargs)
+        self._timeout = timeout
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        try:
+            return await self._context.__aenter__()
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"SiliconFlow did not answer within {self._timeout:g} s."
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamConnectionError(
+                f"Could not connect to SiliconFlow ({exc.os_error.__class__.__name__})."
+            ) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise UpstreamConnectionError(
+                f"The connection to SiliconFlow failed ({exc.__class__.__name__})."
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamBadResponseError(
+                f"SiliconFlow's answer could not be read ({exc.__class__.__name__})."
+            ) from None
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._context.__aexit__(*exc_info)
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
+def _parse_images(raw: bytes, trace_id: str | None) -> UpstreamImages:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamBadResponseError(
+            "SiliconFlow's answer was not valid JSON.", trace_id=trace_id
+        ) from None
+    if not isinstance(body, dict):
+        body = {}
+    items = body.get("images") or body.get("data")
+    urls: list[str] = []
+    for item in items if isinstance(items, list) else []:
+        url = item.get("url") if isinstance(item, dict) else item
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            urls.append(url)
+    if not urls:
+        raise UpstreamBadResponseError("SiliconFlow's answer held no images.", trace_id=trace_id)
+    seed = body.get("seed")
+    timings = body.get("timings")
+    inference = timings.get("inference") if isinstance(timings, dict) else None
+    return UpstreamImages(
+        urls=urls,
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        inference_seconds=float(inference) if isinstance(inference, int | float) else None,
+        trace_id=trace_id,
+    )
+
+
+def _error_message(raw: bytes) -> tuple[str, int | None]:
+    """SiliconFlow's error text and numeric code, from JSON or plain-text bodies."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return (text[:300] or "no details given"), None
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("error") or body.get("data")
+        if isinstance(message, dict):
+            message = message.get("message")
+        code = body.get("code")
+        return (
+            str(message)[:300] if message else "no details given",
+            code if isinstance(code, int) else None,
+        )
+    return text[:300] or "no details given", None
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,99 @@
+"""`IMAGE_STORE=local`: files under `IMAGE_DIR`, sharded by the first two hex digits of the name."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+from ..errors import ImageStoreError
+from . import StoredImage, is_valid_name, media_type_of, new_name
+
+
+class LocalImageStore:
+    keeps_images = True
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        pass
+
+    def _path(self, name: str) -> Path:
+        return self.directory / name[:2] / name
+
+    async def put(self, data: bytes, media_type: str) -> str:
+        name = new_name(media_type)
+        try:
+            await asyncio.to_thread(self._write_atomically, self._path(name), data)
+        except OSError as exc:
+            raise ImageStoreError(
+                f"The image could not be stored ({exc.strerror or exc.__class__.__name__}); "
+                "the request was not completed so that no broken link is handed out.",
+                retry_after=30,
+            ) from None
+        return name
+
+    @staticmethod
+    def _write_atomically(path: Path, data: bytes) -> None:
+        path.parent.mkdir(exist_ok=True)
+        # Written beside the target and renamed into place: a crash leaves at most a stray
+        # temporary file, never a truncated image under a real name.
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(temporary, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+    async def get(self, name: str) -> StoredImage | None:
+        if not is_valid_name(name):
+            return None
+        try:
+            data = await asyncio.to_thread(self._path(name).read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ImageStoreError(f"The image could not be read ({exc.strerror}).") from None
+        return StoredImage(name=name, media_type=media_type_of(name), data=data)
+
+    async def delete_older_than(self, cutoff: float) -> int:
+        return await asyncio.to_thread(self._delete_older_than, cutoff)
+
+    def _delete_older_than(self, cutoff: float) -> int:
+        removed = 0
+        for shard in self.directory.iterdir():
+            if not shard.is_dir():
+                continue
+            for path in shard.iterdir():
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
+
+    async def check(self) -> None:
+        probe = self.directory / f".ready-{secrets.token_hex(4)}"
+        try:
+            await asyncio.to_thread(self._probe, probe)
+        except OSError as exc:
+            raise ImageStoreError(
+                f"IMAGE_DIR {self.directory} is not writable ({exc.strerror})."
+            ) from None
+
+    @staticmethod
+    def _probe(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"ok")
+        path.unlink()
+
+    def public_url(self, name: str) -> str | None:
+        return None
