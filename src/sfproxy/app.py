@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +25,8 @@ from .middleware import (
     PreflightCORSMiddleware,
     error_response,
 )
-from .routes import chat, files, health, images, models
+from .protocol import invalid_request
+from .routes import chat, edits, files, health, images, models, playground
 from .services import Services
 from .settings import Settings, load_settings
 
@@ -53,8 +53,9 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
-    for module in (images, chat, models, files, health):
+    for module in (images, edits, chat, models, files, health, playground):
         app.include_router(module.router)
+    app.mount("/static", playground.static_files(), name="static")
 
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -99,29 +100,3 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = InvalidRequestError(str(exc.detail))
         return JSONResponse(error.envelope(), status_code=exc.status_code)
     return error_response(error)
-
-
-def invalid_request(errors: Any) -> InvalidRequestError:
-    """One clear 400 for pydantic's errors, naming the parameter as the client sent it."""
-    first: dict[str, Any] = errors[0]
-    location = [str(part) for part in first["loc"] if part != "body"]
-    kind = first["type"]
-    param = ".".join(location) or None
-    if kind == "json_invalid":
-        reason = first.get("ctx", {}).get("error", "")
-        message = f"Request body is not valid JSON{': ' + reason if reason else ''}."
-        return InvalidRequestError(message)
-    if param is None:
-        if kind == "missing":
-            return InvalidRequestError("Request body is missing: send a JSON object.")
-        return InvalidRequestError("Request body must be a JSON object.")
-    text = str(first["msg"]).removeprefix("Value error, ")
-    if kind == "missing":
-        message = f"Missing required parameter: '{param}'."
-    elif kind == "value_error" and text.startswith("Invalid"):
-        message = text
-    else:
-        message = f"Invalid '{param}': {text}."
-    if len(errors) > 1:
-        message += f" ({len(errors) - 1} more problem(s) in the request.)"
-    return InvalidRequestError(message, param=param)

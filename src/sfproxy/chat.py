@@ -10,7 +10,9 @@ Markdown, the stop chunk, optional usage, and `data: [DONE]`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -18,18 +20,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic_core
+from pydantic import ValidationError
 
 from .errors import InvalidRequestError, ProxyError
-from .generate import Generation, ImageGenerator
+from .generate import Generation, ImageGenerator, ImageJob
 from .images import convert_to_png, to_data_uri
+from .inputs import InputImages
 from .protocol import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
+    ChatCompletionRequest,
     ChatMessage,
     ChunkChoice,
     ChunkDelta,
+    ImageParams,
     ImagePart,
     ImageRef,
     ResponseFormat,
@@ -67,6 +73,158 @@ def latest_user_turn(messages: list[ChatMessage]) -> ChatTurn:
         "messages must contain a message with role 'user': its text is the image prompt.",
         param="messages",
     )
+
+
+_MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+
+
+def previous_image(messages: list[ChatMessage]) -> str | None:
+    """The image "now make it blue" refers to: the last answer's first image, else the user's.
+
+    Searched from the newest message back: an assistant message's Markdown images (this
+    service's own answers), or a user message's attached images.
+    """
+    for message in reversed(messages):
+        content = message.content
+        if message.role == "assistant":
+            texts = (
+                [content]
+                if isinstance(content, str)
+                else [part.text for part in content or [] if isinstance(part, TextPart)]
+            )
+            for text in texts:
+                match = _MARKDOWN_IMAGE.search(text)
+                if match:
+                    return match[1]
+            if isinstance(content, list):
+                for part in content:
+                    if isinstance(part, ImagePart):
+                        return part.url
+        elif message.role == "user" and isinstance(content, list):
+            for part in content:
+                if isinstance(part, ImagePart):
+                    return part.url
+    return None
+
+
+# Options typed into the prompt, as image bots made familiar: `--ar 16:9 --n 2 --neg "blur"`.
+INLINE_OPTIONS = {
+    "ar": "sf_aspect_ratio",
+    "size": "size",
+    "n": "n",
+    "seed": "sf_seed",
+    "steps": "sf_num_steps",
+    "cfg": "sf_cfg",
+    "guidance": "sf_guidance_scale",
+    "neg": "sf_negative_prompt",
+    "model": "model",
+}
+_INLINE = re.compile(
+    r"(?:^|(?<=\s))--(?P<name>" + "|".join(INLINE_OPTIONS) + r")"
+    r"(?:\s*=\s*|\s+|$)"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|“[^”]*”|[^\s\"'“]\S*)?",
+    re.IGNORECASE,
+)
+
+
+def inline_options(text: str) -> tuple[str, dict[str, str]]:
+    """The prompt without its `--option value` parts, and those options by parameter name."""
+    found: dict[str, str] = {}
+
+    def take(match: re.Match[str]) -> str:
+        name = match["name"].lower()
+        value = match["value"]
+        if value is None or value.startswith("--"):
+            raise InvalidRequestError(
+                f"Inline option --{name} needs a value, e.g. {_EXAMPLES[name]}.",
+                param="messages",
+            )
+        if value[0] in "\"'“":
+            value = value[1:-1]
+        found[name] = value
+        return ""
+
+    cleaned = _INLINE.sub(take, text)
+    if not found:
+        return text, found
+    return re.sub(r"[ \t]{2,}", " ", cleaned).strip(), found
+
+
+_EXAMPLES = {
+    "ar": "--ar 16:9",
+    "size": "--size 1024x768",
+    "n": "--n 2",
+    "seed": "--seed 42",
+    "steps": "--steps 30",
+    "cfg": "--cfg 4",
+    "guidance": "--guidance 7.5",
+    "neg": '--neg "blurry, low quality"',
+    "model": "--model Kwai-Kolors/Kolors",
+}
+
+
+def with_inline_options(
+    params: ChatCompletionRequest, options: dict[str, str]
+) -> ChatCompletionRequest:
+    """The request's parameters, overridden by the options typed into the prompt."""
+    if not options:
+        return params
+    raw = {INLINE_OPTIONS[name]: value for name, value in options.items()}
+    try:
+        parsed = ImageParams.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        alias = str(error["loc"][0]) if error["loc"] else ""
+        name = next((key for key, value in INLINE_OPTIONS.items() if value == alias), alias)
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        raise InvalidRequestError(
+            f"Invalid inline option --{name} {options.get(name, '')!r}: {reason}. "
+            f"Example: {_EXAMPLES.get(name, '')}",
+            param="messages",
+        ) from None
+    update: dict[str, Any] = {field: getattr(parsed, field) for field in parsed.model_fields_set}
+    # A size typed in the prompt is the latest word on size, whatever the body said.
+    if "aspect_ratio" in parsed.model_fields_set:
+        update |= {"size": None, "image_size": None}
+    if "size" in parsed.model_fields_set:
+        update |= {"aspect_ratio": None, "image_size": None}
+    return params.model_copy(update=update)
+
+
+async def chat_job(
+    body: ChatCompletionRequest,
+    *,
+    generator: ImageGenerator,
+    inputs: InputImages,
+    default_response_format: ResponseFormat,
+) -> ImageJob:
+    """The image job a chat request asks for, checked before any streaming starts."""
+    turn = latest_user_turn(body.messages)
+    prompt, options = inline_options(turn.text)
+    params = with_inline_options(body, options)
+    if not prompt:
+        raise InvalidRequestError(
+            "The latest user message has no text to use as the image prompt.", param="messages"
+        )
+    catalogue = generator.catalogue
+    spec = catalogue.spec(params.model or catalogue.default_model)
+    references = turn.images
+    if not references and spec.requires_images:
+        # "Now make it blue": an edit model works on the conversation's latest image.
+        previous = previous_image(body.messages)
+        references = (previous,) if previous else ()
+    job = ImageJob.from_params(
+        params,
+        prompt=prompt,
+        catalogue=catalogue,
+        default_response_format=default_response_format,
+        images=references,
+    )
+    generator.check(job)
+    if not references:
+        return job
+    images = [await inputs.from_reference(ref, param="messages") for ref in references]
+    return dataclasses.replace(job, images=tuple(images))
 
 
 def new_completion_id() -> str:

@@ -114,6 +114,11 @@ class ImageStoreError(ProxyError):
     error_type = "server_error"
     default_code = "image_store_unavailable"
 
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        # The images were made (and paid for); an SDK retry would pay again for nothing.
+        self.retries_exhausted = True
+
 
 class UpstreamError(ProxyError):
     status_code = 502

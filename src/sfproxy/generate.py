@@ -114,6 +114,13 @@ class _Unpaced:
         yield
 
 
+Progress = Callable[[str], None]
+
+
+def _silent(line: str) -> None:
+    pass
+
+
 class _UpstreamClock:
     """Wall time during which at least one upstream call was in flight."""
 
@@ -201,13 +208,21 @@ class ImageGenerator:
             payload[name] = image
         return payload, size
 
-    async def run(self, job: ImageJob) -> Generation:
+    async def run(self, job: ImageJob, progress: Progress | None = None) -> Generation:
         spec = self.check(job)
         payload, size = self.payload_for(job, spec)
         batches = plan_batches(spec, job.n, job.batch_size)
         first_seed = job.seed
         limit = asyncio.Semaphore(self.parallel_calls)
         clock = _UpstreamClock()
+        report = progress or _silent
+        requested = sum(batches)
+        done = 0
+        report(
+            f"generating {requested} image{'s' if requested > 1 else ''} with {job.model}"
+            + (f" at {size}" if size else "")
+            + "…"
+        )
 
         async def call(index: int, count: int) -> list[GeneratedImage]:
             body = dict(payload)
@@ -220,15 +235,25 @@ class ImageGenerator:
                     if first_seed is not None
                     else self._random_seed()
                 )
-            async with limit:
-                async with self.pacer.slot(job.model, count), clock.measure():
-                    result = await self.client.generate(body)
-                seed = result.seed if result.seed is not None else body.get("seed")
-                return list(
-                    await asyncio.gather(
+            nonlocal done
+            try:
+                async with limit:
+                    async with self.pacer.slot(job.model, count), clock.measure():
+                        result = await self.client.generate(body)
+                    seed = result.seed if result.seed is not None else body.get("seed")
+                    kept = await asyncio.gather(
                         *(self._keep(url, job, seed, clock) for url in result.urls[:count])
                     )
-                )
+            except ProxyError as exc:
+                report(f"an image request failed: {exc.message}")
+                raise
+            done += len(kept)
+            report(
+                f"image {done}/{requested} done"
+                if count == 1
+                else f"{done}/{requested} images done"
+            )
+            return list(kept)
 
         outcomes = await asyncio.gather(
             *(call(index, count) for index, count in enumerate(batches)),
@@ -249,7 +274,7 @@ class ImageGenerator:
             model=job.model,
             size=size,
             images=images,
-            requested=sum(batches),
+            requested=requested,
             calls=len(batches),
             failures=failures,
             upstream_seconds=clock.total(),

@@ -7,6 +7,7 @@ under SiliconFlow's own names; the `sf_` name wins when both are sent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -294,3 +295,29 @@ class ErrorBody(_Response):
 
 class ErrorResponse(_Response):
     error: ErrorBody
+
+
+def invalid_request(errors: Sequence[Any]) -> InvalidRequestError:
+    """One clear 400 for pydantic's errors, naming the parameter as the client sent it."""
+    first: dict[str, Any] = errors[0]
+    location = [str(part) for part in first["loc"] if part != "body"]
+    kind = first["type"]
+    param = ".".join(location) or None
+    if kind == "json_invalid":
+        reason = first.get("ctx", {}).get("error", "")
+        message = f"Request body is not valid JSON{': ' + reason if reason else ''}."
+        return InvalidRequestError(message)
+    if param is None:
+        if kind == "missing":
+            return InvalidRequestError("Request body is missing: send a JSON object.")
+        return InvalidRequestError("Request body must be a JSON object.")
+    text = str(first["msg"]).removeprefix("Value error, ")
+    if kind == "missing":
+        message = f"Missing required parameter: '{param}'."
+    elif kind == "value_error" and text.startswith("Invalid"):
+        message = text
+    else:
+        message = f"Invalid '{param}': {text}."
+    if len(errors) > 1:
+        message += f" ({len(errors) - 1} more problem(s) in the request.)"
+    return InvalidRequestError(message, param=param)

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from ..chat import (
-    ChatAnswer,
-    ChatStream,
-    answer_for,
-    completion,
-    latest_user_turn,
-    new_completion_id,
-)
-from ..errors import InvalidRequestError
-from ..generate import ImageJob
+from ..chat import ChatAnswer, ChatStream, answer_for, chat_job, completion, new_completion_id
 from ..protocol import ChatCompletion, ChatCompletionRequest
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep, json_response, public_base_url
 from .images import partial_failure_headers
@@ -40,41 +32,40 @@ SSE_HEADERS = {
             "content": {"text/event-stream": {}},
         },
     },
-    summary="Generate images from a chat",
+    summary="Generate or edit images from a chat",
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, services: ServicesDep, _client: ClientDep
 ) -> Response:
-    turn = latest_user_turn(body.messages)
-    if not turn.text:
-        raise InvalidRequestError(
-            "The latest user message has no text to use as the image prompt.", param="messages"
-        )
-    job = ImageJob.from_params(
-        body,
-        prompt=turn.text,
-        catalogue=services.catalogue,
-        default_response_format=services.settings.default_response_format,
-    )
+    settings = services.settings
     generator = services.generator
-    generator.check(job)
-    base_url = public_base_url(request, services.settings.public_base_url)
-    provider = services.settings.provider_label
+    job = await chat_job(
+        body,
+        generator=generator,
+        inputs=services.inputs,
+        default_response_format=settings.default_response_format,
+    )
+    base_url = public_base_url(request, settings.public_base_url)
 
     if body.stream:
         stream = ChatStream(
             completion_id=new_completion_id(),
             model=job.model,
-            provider=provider,
+            provider=settings.provider_label,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        )
+        progress: asyncio.Queue[str] | None = (
+            asyncio.Queue() if settings.chat_progress == "reasoning" else None
         )
 
         async def produce_answer() -> ChatAnswer:
-            generation = await generator.run(job)
+            generation = await generator.run(job, progress.put_nowait if progress else None)
             return await answer_for(generation, generator, job.response_format, base_url)
 
         return StreamingResponse(
-            stream.events(produce_answer(), keepalive=services.settings.stream_keepalive_seconds),
+            stream.events(
+                produce_answer(), keepalive=settings.stream_keepalive_seconds, progress=progress
+            ),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
@@ -86,6 +77,6 @@ async def create_chat_completion(
         completion_id=new_completion_id(),
         created=int(time.time()),
         model=job.model,
-        provider=provider,
+        provider=settings.provider_label,
     )
     return json_response(result, headers=partial_failure_headers(generation))

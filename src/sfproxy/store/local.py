@@ -64,14 +64,24 @@ class LocalImageStore:
         return StoredImage(name=name, media_type=media_type_of(name), data=data)
 
     async def delete_older_than(self, cutoff: float) -> int:
-        return await asyncio.to_thread(self._delete_older_than, cutoff)
+        try:
+            return await asyncio.to_thread(self._delete_older_than, cutoff)
+        except OSError as exc:
+            raise ImageStoreError(
+                f"Old images in IMAGE_DIR {self.directory} could not be removed ({exc.strerror})."
+            ) from None
 
     def _delete_older_than(self, cutoff: float) -> int:
         removed = 0
+        if not self.directory.is_dir():
+            return removed
         for shard in self.directory.iterdir():
             if not shard.is_dir():
                 continue
             for path in shard.iterdir():
+                # Images, and temporary files a crash left behind mid-write; nothing else.
+                if not (is_valid_name(path.name) or path.name.endswith(".tmp")):
+                    continue
                 try:
                     if path.stat().st_mtime < cutoff:
                         path.unlink()

@@ -1,0 +1,96 @@
+"""Input images a client supplies for editing, made into what SiliconFlow accepts.
+
+Uploaded files and data URIs are checked (a real, readable image under the size limit) and sent
+as data URIs. Images this service hosts are read from the image store, never over HTTP. Any
+other http(s) URL is passed to SiliconFlow as it is: the service itself never fetches a URL a
+client supplied, so it cannot be used to reach hosts on its own network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from urllib.parse import urlsplit
+
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InvalidRequestError
+from .images import MEDIA_TYPES, convert_to_png, decode_data_uri, is_data_uri, to_data_uri
+from .store import ImageStore, is_valid_name
+
+# SiliconFlow takes these as they are; anything else (GIF, ...) is converted to PNG first.
+UPSTREAM_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+_HOSTED_PATH = re.compile(r"/v1/files/images/(?P<name>[^/?#]+)$")
+
+
+def hosted_name(url: str, public_base: str | None = None) -> str | None:
+    """The image-store name if the URL points at an image this service hosts."""
+    if public_base and url.startswith(public_base + "/"):
+        candidate = url[len(public_base) + 1 :].rsplit("/", 1)[-1].split("?", 1)[0]
+        return candidate if is_valid_name(candidate) else None
+    match = _HOSTED_PATH.search(urlsplit(url).path)
+    if match and is_valid_name(match["name"]):
+        return match["name"]
+    return None
+
+
+class InputImages:
+    def __init__(
+        self, store: ImageStore, *, max_bytes: int, public_base: str | None = None
+    ) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.public_base = public_base
+
+    async def from_upload(self, data: bytes, *, param: str) -> str:
+        return await self._checked_data_uri(data, param=param)
+
+    async def from_reference(self, reference: str, *, param: str) -> str:
+        """A data URI or URL from a JSON body or a chat message."""
+        reference = reference.strip()
+        if is_data_uri(reference):
+            data = decode_data_uri(reference, param=param, max_bytes=self.max_bytes)
+            return await self._checked_data_uri(data, param=param)
+        if not reference.lower().startswith(("http://", "https://")):
+            raise InvalidRequestError(
+                f"{param} must be an uploaded file, a data: URI or an http(s) URL.", param=param
+            )
+        name = hosted_name(reference, self.public_base)
+        if name is not None and self.store.keeps_images:
+            stored = await self.store.get(name)
+            if stored is not None:
+                return await self._checked_data_uri(stored.data, param=param)
+        return reference
+
+    async def _checked_data_uri(self, data: bytes, *, param: str) -> str:
+        if len(data) > self.max_bytes:
+            raise InvalidRequestError(
+                f"{param} is larger than the {self.max_bytes / (1024 * 1024):g} MB limit "
+                "(MAX_IMAGE_MB).",
+                param=param,
+            )
+        media_type = await asyncio.to_thread(_readable_media_type, data, param)
+        if media_type not in UPSTREAM_MEDIA_TYPES:
+            data = await asyncio.to_thread(convert_to_png, data)
+            media_type = "image/png"
+        return to_data_uri(data, media_type)
+
+
+def _readable_media_type(data: bytes, param: str) -> str:
+    """The media type of bytes that really decode as an image (CPU work: off the loop)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format = (image.format or "").lower()
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise InvalidRequestError(
+            f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param
+        ) from None
+    media_type = MEDIA_TYPES.get(image_format)
+    if media_type is None:
+        raise InvalidRequestError(
+            f"{param} is a {image_format.upper() or 'unknown'} image; send PNG, JPEG, WebP or GIF.",
+            param=param,
+        )
+    return media_type
