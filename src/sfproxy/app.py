@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -19,12 +21,14 @@ from .errors import (
     PayloadTooLargeError,
     ProxyError,
 )
+from .metrics import Metrics
 from .middleware import (
     BodyLimitMiddleware,
     CatchAllMiddleware,
     PreflightCORSMiddleware,
     error_response,
 )
+from .observability import RequestLogMiddleware, configure_logging
 from .protocol import invalid_request
 from .routes import chat, edits, files, health, images, models, playground
 from .services import Services
@@ -34,9 +38,11 @@ logger = logging.getLogger("sfproxy")
 
 
 def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Services.running(settings) as services:
+        async with Services.running(settings, metrics) as services:
             app.state.services = services
             if not settings.client_keys:
                 logger.warning(
@@ -61,16 +67,40 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
 
-    # Added innermost first: CORS wraps everything, so even 413s and 500s carry its headers.
+    # Added innermost first: CORS wraps everything, so even 413s and 500s carry its headers,
+    # and the request log wraps CORS, so it sees (and times) every answer.
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(PreflightCORSMiddleware, origins=settings.cors_origins)
+    app.add_middleware(
+        RequestLogMiddleware, metrics=metrics, prompt_chars=settings.log_prompt_chars
+    )
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the 400 this service answers in place of FastAPI's 422."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        for path in document.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.get("responses", {})
+                responses.pop("422", None)
+        schemas = document.get("components", {}).get("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
 def app_factory() -> FastAPI:
     """For `uvicorn --factory` and `--workers N`: each worker reads the environment itself."""
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 async def _proxy_error(request: Request, exc: Exception) -> Response:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 
 from . import __version__
+from .observability import configure_logging
 from .settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -73,14 +75,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-
-
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "loop": "uvloop",
@@ -89,16 +83,20 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,
         "log_config": None,
         "server_header": False,
-        "timeout_graceful_shutdown": 30,
+        # On SIGTERM uvicorn stops accepting, then lets requests in flight finish this long.
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
     }
 
 
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     settings.require_upstream_key()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     options = _uvicorn_options(settings)
     if args.workers > 1:
+        # Each worker counts its own metrics; prometheus-client merges them from files here.
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sfproxy-metrics-")
         # Each worker process builds its own app (and settings) from the same environment.
         uvicorn.run(
             "sfproxy.app:app_factory",
@@ -127,7 +125,7 @@ def _demo(args: argparse.Namespace) -> int:
         # Demo images are kept apart from the ones a real deployment makes.
         overrides["image_dir"] = "./data/demo-images"
     settings = load_settings(**overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "text")
     print(demo_banner(settings, args.port), flush=True)
     try:
         uvicorn.run(
@@ -152,6 +150,7 @@ def demo_banner(settings: Settings, port: int) -> str:
  (gradients with your prompt written on them), not from real models.
  For real images: set SILICONFLOW_API_KEY and run `sfproxy serve` (or `make run`).
 
+ Playground:       {base}/   (open it in a browser)
  OpenAI base URL:  {base}/v1
  API key:          {key_note}
  Models:           {", ".join(spec.id for spec in settings.catalogue.listed)}

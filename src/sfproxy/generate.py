@@ -12,13 +12,12 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .catalogue import Catalogue, ModelSpec, fit_size, plan_batches
-from .errors import InvalidRequestError, ProxyError, UpstreamBadResponseError
-from .images import sniff_media_type
+from .errors import ImageStoreError, InvalidRequestError, ProxyError
 from .protocol import ImageParams, ResponseFormat
 from .siliconflow import SiliconFlowClient
 from .store import ImageStore
@@ -95,7 +94,9 @@ class Generation:
     requested: int
     calls: int
     failures: list[ProxyError] = field(default_factory=list)
+    # Wall time with a SiliconFlow call (or download) in flight, and waiting for pacing.
     upstream_seconds: float = 0.0
+    queue_seconds: float = 0.0
 
     @property
     def failed_calls(self) -> int:
@@ -114,6 +115,20 @@ class _Unpaced:
         yield
 
 
+class Observer(Protocol):
+    def generated(self, model: str, images: int) -> None: ...
+
+    def store_failed(self, operation: str) -> None: ...
+
+
+class _Unobserved:
+    def generated(self, model: str, images: int) -> None:
+        pass
+
+    def store_failed(self, operation: str) -> None:
+        pass
+
+
 Progress = Callable[[str], None]
 
 
@@ -121,8 +136,8 @@ def _silent(line: str) -> None:
     pass
 
 
-class _UpstreamClock:
-    """Wall time during which at least one upstream call was in flight."""
+class _Clock:
+    """Wall time during which at least one of the measured (concurrent) spans was running."""
 
     def __init__(self) -> None:
         self._spans: list[tuple[float, float]] = []
@@ -153,6 +168,7 @@ class ImageGenerator:
         *,
         parallel_calls: int = 4,
         pacer: Pacer | None = None,
+        observer: Observer | None = None,
         random_seed: Callable[[], int] = lambda: random.randint(0, MAX_SEED),
     ) -> None:
         self.client = client
@@ -160,6 +176,7 @@ class ImageGenerator:
         self.catalogue = catalogue
         self.parallel_calls = parallel_calls
         self.pacer: Pacer = pacer or _Unpaced()
+        self.observer: Observer = observer or _Unobserved()
         self._random_seed = random_seed
 
     def check(self, job: ImageJob) -> ModelSpec:
@@ -214,7 +231,7 @@ class ImageGenerator:
         batches = plan_batches(spec, job.n, job.batch_size)
         first_seed = job.seed
         limit = asyncio.Semaphore(self.parallel_calls)
-        clock = _UpstreamClock()
+        clock, queue = _Clock(), _Clock()
         report = progress or _silent
         requested = sum(batches)
         done = 0
@@ -238,8 +255,11 @@ class ImageGenerator:
             nonlocal done
             try:
                 async with limit:
-                    async with self.pacer.slot(job.model, count), clock.measure():
-                        result = await self.client.generate(body)
+                    async with AsyncExitStack() as paced:
+                        async with queue.measure():
+                            await paced.enter_async_context(self.pacer.slot(job.model, count))
+                        async with clock.measure():
+                            result = await self.client.generate(body)
                     seed = result.seed if result.seed is not None else body.get("seed")
                     kept = await asyncio.gather(
                         *(self._keep(url, job, seed, clock) for url in result.urls[:count])
@@ -270,6 +290,7 @@ class ImageGenerator:
                 images.extend(outcome)
         if not images:
             raise failures[0]
+        self.observer.generated(job.model, len(images))
         return Generation(
             model=job.model,
             size=size,
@@ -278,23 +299,23 @@ class ImageGenerator:
             calls=len(batches),
             failures=failures,
             upstream_seconds=clock.total(),
+            queue_seconds=queue.total(),
         )
 
     async def _keep(
-        self, url: str, job: ImageJob, seed: int | None, clock: _UpstreamClock
+        self, url: str, job: ImageJob, seed: int | None, clock: _Clock
     ) -> GeneratedImage:
         if not self.store.keeps_images and job.response_format == "url":
             return GeneratedImage(seed=seed, upstream_url=url)
         async with clock.measure():
-            data = await self.client.download(url, model=job.model)
-        media_type = sniff_media_type(data)
-        if media_type is None:
-            raise UpstreamBadResponseError(
-                "SiliconFlow's image URL did not return an image (unknown file format)."
-            )
+            data, media_type = await self.client.download(url, model=job.model)
         image = GeneratedImage(seed=seed, media_type=media_type, data=data)
         if self.store.keeps_images:
-            image.name = await self.store.put(data, media_type)
+            try:
+                image.name = await self.store.put(data, media_type)
+            except ImageStoreError:
+                self.observer.store_failed("put")
+                raise
         else:
             image.upstream_url = url
         return image

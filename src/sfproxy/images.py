@@ -35,6 +35,25 @@ def sniff_media_type(data: bytes) -> str | None:
     return None
 
 
+def looks_complete(data: bytes, media_type: str) -> bool:
+    """Whether the file ends as its format says files end: a cut-off transfer does not.
+
+    A cheap structural check (no decoding) for images downloaded from SiliconFlow, so a
+    truncated one is retried rather than stored.
+    """
+    if media_type == "image/png":
+        return data.endswith(b"IEND\xaeB`\x82")
+    if media_type == "image/jpeg":
+        # Some encoders leave a few bytes after the end-of-image marker.
+        return b"\xff\xd9" in data[-64:]
+    if media_type == "image/webp":
+        declared = int.from_bytes(data[4:8], "little") + 8
+        return len(data) in (declared, declared + 1)
+    if media_type == "image/gif":
+        return data.endswith(b";")
+    return True
+
+
 def to_data_uri(data: bytes, media_type: str) -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
 

@@ -10,10 +10,12 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     TypeAdapter,
@@ -94,7 +96,21 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("aws_region", "aws_default_region")
     )
 
+    # Pacing of upstream calls per model, and client limits; 0 means no limit.
+    upstream_max_in_flight: int = Field(default=0, ge=0)
+    upstream_images_per_minute: int = Field(default=0, ge=0)
+    model_limits: str | None = None
+    queue_timeout: float = Field(default=60.0, ge=0)
+    client_rpm: int = Field(default=0, ge=0)
+    client_images_per_day: int = Field(default=0, ge=0)
+    client_limits: SecretStr | None = None
+    redis_url: SecretStr | None = None
+
+    metrics_token: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    log_prompt_chars: int = Field(default=100, ge=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("sf_base", "public_base_url", "image_public_base_url")
     @classmethod
@@ -113,7 +129,7 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: Any) -> Any:
         return split_list(value) if isinstance(value, str) else value
 
-    @field_validator("log_level", "chat_progress", mode="before")
+    @field_validator("log_level", "log_format", "chat_progress", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -129,10 +145,21 @@ class Settings(BaseSettings):
         raise ValueError("must be local, off, or s3://bucket/prefix")
 
     @model_validator(mode="after")
-    def _parse_models(self) -> Settings:
-        # Touching the property parses MODELS_JSON now, so a bad value stops the start.
-        _ = self.model_entries
+    def _parse_json_settings(self) -> Settings:
+        # Touching the properties parses the JSON settings now, so a bad value stops the start.
+        _ = self.model_entries, self.model_pacing, self.client_overrides
         return self
+
+    @cached_property
+    def model_pacing(self) -> dict[str, ModelPacing]:
+        """MODEL_LIMITS: per-model upstream caps, over the UPSTREAM_* defaults."""
+        return _parse_json_object("MODEL_LIMITS", self.model_limits, _MODEL_PACING)
+
+    @cached_property
+    def client_overrides(self) -> dict[str, ClientQuota]:
+        """CLIENT_LIMITS: per-key limits (by key or key label), over the CLIENT_* defaults."""
+        raw = self.client_limits.get_secret_value() if self.client_limits else None
+        return _parse_json_object("CLIENT_LIMITS", raw, _CLIENT_QUOTAS, secret_keys=True)
 
     @cached_property
     def model_entries(self) -> list[ModelSpec | str]:
@@ -212,6 +239,48 @@ class Settings(BaseSettings):
         shown["client keys"] = [mask(key) for key in self.client_keys] or "none (public API)"
         shown["models"] = [spec.id for spec in self.catalogue.listed]
         return shown
+
+
+class ModelPacing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_in_flight: int | None = Field(default=None, ge=0)
+    images_per_minute: int | None = Field(default=None, ge=0)
+
+
+class ClientQuota(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(default=None, ge=0)
+    images_per_day: int | None = Field(default=None, ge=0)
+
+
+_MODEL_PACING: TypeAdapter[dict[str, ModelPacing]] = TypeAdapter(dict[str, ModelPacing])
+_CLIENT_QUOTAS: TypeAdapter[dict[str, ClientQuota]] = TypeAdapter(dict[str, ClientQuota])
+
+
+_Value = TypeVar("_Value")
+
+
+def _parse_json_object(
+    name: str,
+    raw: str | None,
+    adapter: TypeAdapter[dict[str, _Value]],
+    *,
+    secret_keys: bool = False,
+) -> dict[str, _Value]:
+    if not raw or not raw.strip():
+        return {}
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        # CLIENT_LIMITS may be keyed by client keys: never echo them.
+        location = error["loc"][1:] if secret_keys else error["loc"]
+        where = ".".join(str(part) for part in location)
+        raise ValueError(
+            f"{name} is invalid{' at ' + where if where else ''}: {error['msg']}"
+        ) from None
 
 
 def load_settings(**overrides: Any) -> Settings:

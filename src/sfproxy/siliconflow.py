@@ -32,6 +32,7 @@ from .errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from .images import looks_complete, sniff_media_type
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +141,12 @@ class SiliconFlowClient:
         body = orjson.dumps(payload)
         return await self._with_retries("generate", model, lambda: self._generate_once(body))
 
-    async def download(self, url: str, *, model: str = "") -> bytes:
-        """The bytes behind one of SiliconFlow's (signed, short-lived) image URLs."""
+    async def download(self, url: str, *, model: str = "") -> tuple[bytes, str]:
+        """The image behind one of SiliconFlow's (signed, short-lived) URLs, and its media type.
+
+        The bytes are checked to be a whole image: a transfer cut short is retried like a
+        dropped connection, never handed on.
+        """
         return await self._with_retries("download", model, lambda: self._download_once(url))
 
     async def _with_retries(
@@ -186,7 +191,7 @@ class SiliconFlowClient:
                 raise self._error_for(response.status, raw, response.headers, trace_id)
         return _parse_images(raw, trace_id)
 
-    async def _download_once(self, url: str) -> bytes:
+    async def _download_once(self, url: str) -> tuple[bytes, str]:
         async with self._request("GET", url) as response:
             if response.status != 200:
                 raw = await self._read(response)
@@ -202,9 +207,14 @@ class SiliconFlowClient:
             data = await self._read(response)
         if len(data) > self._max_download_bytes:
             raise UpstreamBadResponseError("SiliconFlow's image is larger than allowed.")
-        if not data:
-            raise UpstreamBadResponseError("SiliconFlow's image URL returned no bytes.")
-        return data
+        media_type = sniff_media_type(data)
+        if media_type is None:
+            raise UpstreamBadResponseError(
+                "SiliconFlow's image URL did not return an image (unknown file format)."
+            )
+        if not looks_complete(data, media_type):
+            raise UpstreamConnectionError("SiliconFlow's image arrived cut off.")
+        return data, media_type
 
     def _request(self, method: str, url: str, **kwargs: Any) -> _GuardedRequest:
         return _GuardedRequest(self.session, method, url, self._timeout_seconds, kwargs)

@@ -10,7 +10,15 @@ from starlette.responses import Response, StreamingResponse
 
 from ..chat import ChatAnswer, ChatStream, answer_for, chat_job, completion, new_completion_id
 from ..protocol import ChatCompletion, ChatCompletionRequest
-from .common import ERROR_RESPONSES, ClientDep, ServicesDep, json_response, public_base_url
+from .common import (
+    ERROR_RESPONSES,
+    ClientDep,
+    ServicesDep,
+    json_response,
+    note_generation,
+    note_job,
+    public_base_url,
+)
 from .images import partial_failure_headers
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -35,7 +43,7 @@ SSE_HEADERS = {
     summary="Generate or edit images from a chat",
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, services: ServicesDep, _client: ClientDep
+    body: ChatCompletionRequest, request: Request, services: ServicesDep, client: ClientDep
 ) -> Response:
     settings = services.settings
     generator = services.generator
@@ -45,6 +53,8 @@ async def create_chat_completion(
         inputs=services.inputs,
         default_response_format=settings.default_response_format,
     )
+    note_job(request, job)
+    reservation = await services.admit(client, job)
     base_url = public_base_url(request, settings.public_base_url)
 
     if body.stream:
@@ -59,7 +69,10 @@ async def create_chat_completion(
         )
 
         async def produce_answer() -> ChatAnswer:
-            generation = await generator.run(job, progress.put_nowait if progress else None)
+            generation = await services.generate(
+                job, reservation, progress.put_nowait if progress else None
+            )
+            note_generation(request, generation)
             return await answer_for(generation, generator, job.response_format, base_url)
 
         return StreamingResponse(
@@ -70,7 +83,8 @@ async def create_chat_completion(
             headers=SSE_HEADERS,
         )
 
-    generation = await generator.run(job)
+    generation = await services.generate(job, reservation)
+    note_generation(request, generation)
     answer = await answer_for(generation, generator, job.response_format, base_url)
     result = completion(
         answer,

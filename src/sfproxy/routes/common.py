@@ -12,6 +12,9 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from ..auth import Client
+from ..errors import ProxyError
+from ..generate import Generation, ImageJob
+from ..observability import note_of
 from ..protocol import ErrorResponse
 from ..services import Services
 
@@ -28,14 +31,23 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     services: ServicesDep,
     _bearer_doc: Annotated[Any, Security(_bearer)] = None,
     _header_doc: Annotated[Any, Security(_api_key_header)] = None,
 ) -> Client:
+    """The caller, by its proxy key, within its requests-per-minute limit."""
     client = services.keys.authenticate(request)
-    request.state.client = client
+    if not services.keys.required and request.client is not None:
+        # On a public API, limits apply per address rather than to everyone at once.
+        client = Client(label=f"ip-{request.client.host}")
+    note_of(request).client = client.label
+    try:
+        await services.limits.admit_request(client)
+    except ProxyError:
+        services.metrics.limited.labels("client_requests_per_minute").inc()
+        raise
     return client
 
 
@@ -97,3 +109,18 @@ def _first(value: str | None, pattern: re.Pattern[str]) -> str | None:
         return None
     first = value.split(",", 1)[0].strip()
     return first if pattern.match(first) else None
+
+
+def note_job(request: Request, job: ImageJob) -> None:
+    """Tell the request log what is being generated (the prompt is cut there, if logged)."""
+    note = note_of(request)
+    note.model = job.model
+    note.prompt = job.prompt
+
+
+def note_generation(request: Request, generation: Generation) -> None:
+    note = note_of(request)
+    note.images = len(generation.images)
+    note.upstream_seconds = generation.upstream_seconds
+    note.queue_seconds = generation.queue_seconds
+    note.failed_calls = generation.failed_calls

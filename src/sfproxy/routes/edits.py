@@ -24,7 +24,7 @@ from ..protocol import (
     ImagesResponse,
     invalid_request,
 )
-from .common import ERROR_RESPONSES, ClientDep, ServicesDep
+from .common import ERROR_RESPONSES, ClientDep, ServicesDep, note_job
 from .images import images_response
 
 router = APIRouter(prefix="/v1", tags=["images"])
@@ -73,7 +73,7 @@ _REQUEST_BODY = {
     summary="Edit images (Qwen-Image-Edit, Kolors image-to-image)",
     openapi_extra={"requestBody": _REQUEST_BODY},
 )
-async def edit_images(request: Request, services: ServicesDep, _client: ClientDep) -> Response:
+async def edit_images(request: Request, services: ServicesDep, client: ClientDep) -> Response:
     params, prompt, references = await read_edit_request(request, services.inputs)
     job = ImageJob.from_params(
         params,
@@ -85,7 +85,9 @@ async def edit_images(request: Request, services: ServicesDep, _client: ClientDe
     if not references:
         raise InvalidRequestError("Missing required parameter: 'image'.", param="image")
     services.generator.check(job)
-    generation = await services.generator.run(job)
+    note_job(request, job)
+    reservation = await services.admit(client, job)
+    generation = await services.generate(job, reservation)
     return images_response(generation, job.response_format, services, request)
 
 

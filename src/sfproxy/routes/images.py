@@ -12,7 +12,15 @@ from ..generate import Generation, ImageJob
 from ..images import EXTENSIONS
 from ..protocol import ImageGenerationRequest, ImageObject, ImagesResponse, ResponseFormat
 from ..services import Services
-from .common import ERROR_RESPONSES, ClientDep, ServicesDep, json_response, public_base_url
+from .common import (
+    ERROR_RESPONSES,
+    ClientDep,
+    ServicesDep,
+    json_response,
+    note_generation,
+    note_job,
+    public_base_url,
+)
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -24,7 +32,7 @@ router = APIRouter(prefix="/v1", tags=["images"])
     summary="Generate images",
 )
 async def create_images(
-    body: ImageGenerationRequest, request: Request, services: ServicesDep, _client: ClientDep
+    body: ImageGenerationRequest, request: Request, services: ServicesDep, client: ClientDep
 ) -> Response:
     job = ImageJob.from_params(
         body,
@@ -32,13 +40,16 @@ async def create_images(
         catalogue=services.catalogue,
         default_response_format=services.settings.default_response_format,
     )
-    generation = await services.generator.run(job)
+    note_job(request, job)
+    reservation = await services.admit(client, job)
+    generation = await services.generate(job, reservation)
     return images_response(generation, job.response_format, services, request)
 
 
 def images_response(
     generation: Generation, response_format: ResponseFormat, services: Services, request: Request
 ) -> Response:
+    note_generation(request, generation)
     base_url = public_base_url(request, services.settings.public_base_url)
     data = [
         ImageObject(b64_json=base64.b64encode(image.data).decode("ascii"), seed=image.seed)

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from ..catalogue import ModelSpec
 from ..errors import NotFoundError
-from ..protocol import ModelCard, ModelList
+from ..protocol import ErrorResponse, ModelCard, ModelList
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep, json_response
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -28,7 +28,10 @@ async def list_models(services: ServicesDep, _client: ClientDep) -> Response:
 @router.get(
     "/models/{model_id:path}",
     response_model=ModelCard,
-    responses=ERROR_RESPONSES,
+    responses={
+        **ERROR_RESPONSES,
+        404: {"model": ErrorResponse, "description": "The model is not listed"},
+    },
     summary="Describe one model",
 )
 async def get_model(model_id: str, services: ServicesDep, _client: ClientDep) -> Response:

@@ -1,0 +1,244 @@
+"""Sliding-window counters, and the client limits built on them.
+
+One primitive serves both client limits (requests per minute, images per day per key) and the
+upstream pacing budget (images per minute per model): `acquire` admits an amount if the window
+has room, else says how long until it will. Counters live in memory (one process) or, with
+`REDIS_URL`, in Redis, so that every instance and worker shares them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .auth import Client
+from .errors import RateLimitError
+from .settings import ClientQuota
+
+logger = logging.getLogger(__name__)
+
+MINUTE = 60.0
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Admitted when `token` is set (keep it to refund); else retry after `retry_after` s."""
+
+    token: str | None
+    retry_after: float = 0.0
+
+    @property
+    def admitted(self) -> bool:
+        return self.token is not None
+
+
+class WindowCounter(Protocol):
+    async def acquire(self, key: str, amount: int, limit: int, window: float) -> Admission: ...
+
+    async def refund(self, key: str, token: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryWindows:
+    """Counters of this process only."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, deque[tuple[float, int, str]]] = {}
+
+    async def acquire(self, key: str, amount: int, limit: int, window: float) -> Admission:
+        now = time.monotonic()
+        entries = self._entries.setdefault(key, deque())
+        while entries and entries[0][0] <= now - window:
+            entries.popleft()
+        used = sum(entry[1] for entry in entries)
+        if used + amount <= limit:
+            token = secrets.token_hex(8)
+            entries.append((now, amount, token))
+            return Admission(token)
+        return Admission(None, _wait(entries, used + amount - limit, window, now))
+
+    async def refund(self, key: str, token: str) -> None:
+        entries = self._entries.get(key)
+        if entries:
+            self._entries[key] = deque(entry for entry in entries if entry[2] != token)
+
+    async def ping(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def _wait(entries: Any, excess: int, window: float, now: float) -> float:
+    """Seconds until the oldest entries have freed `excess` of the window."""
+    freed = 0
+    for stamp, amount, *_ in entries:
+        freed += amount
+        if freed >= excess:
+            return max(0.0, float(stamp) + window - now)
+    return window
+
+
+# Atomic in Redis: prune the window, sum it, then admit or say when. Time is Redis's own, so
+# instances with skewed clocks agree. Members are "token:amount".
+_ACQUIRE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local amount = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local used = 0
+for i = 1, #entries, 2 do
+  used = used + tonumber(string.match(entries[i], ':(%d+)$'))
+end
+if used + amount <= limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+  return {1, '0'}
+end
+local excess = used + amount - limit
+local freed = 0
+for i = 1, #entries, 2 do
+  freed = freed + tonumber(string.match(entries[i], ':(%d+)$'))
+  if freed >= excess then
+    return {0, tostring(tonumber(entries[i + 1]) + window - now)}
+  end
+end
+return {0, tostring(window)}
+"""
+
+
+class RedisWindows:
+    """Counters shared by every instance that uses the same Redis."""
+
+    def __init__(self, url: str, *, prefix: str = "sfproxy:") -> None:
+        self._redis = aioredis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._prefix = prefix
+
+    async def acquire(self, key: str, amount: int, limit: int, window: float) -> Admission:
+        token = secrets.token_hex(8)
+        admitted, wait = await self._acquire(
+            keys=[self._prefix + key], args=[window, limit, amount, token]
+        )
+        if int(admitted):
+            return Admission(f"{token}:{amount}")
+        return Admission(None, max(0.0, float(wait)))
+
+    async def refund(self, key: str, token: str) -> None:
+        await self._redis.zrem(self._prefix + key, token)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class ClientLimits:
+    """Requests per minute and images per day, per client key."""
+
+    def __init__(
+        self,
+        counter: WindowCounter,
+        *,
+        rpm: int,
+        images_per_day: int,
+        overrides: dict[str, ClientQuota],
+    ) -> None:
+        self.counter = counter
+        self._default = ClientQuota(rpm=rpm, images_per_day=images_per_day)
+        self._overrides = overrides
+
+    def quota(self, client: Client) -> ClientQuota:
+        """CLIENT_LIMITS entries name a key or its label; unset fields fall back to defaults."""
+        override = self._overrides.get(client.label) or (
+            self._overrides.get(client.key) if client.key else None
+        )
+        if override is None:
+            return self._default
+        return ClientQuota(
+            rpm=override.rpm if override.rpm is not None else self._default.rpm,
+            images_per_day=override.images_per_day
+            if override.images_per_day is not None
+            else self._default.images_per_day,
+        )
+
+    async def admit_request(self, client: Client) -> None:
+        limit = self.quota(client).rpm
+        if not limit:
+            return
+        admission = await self._acquire(f"rpm:{client.label}", 1, limit, MINUTE)
+        if not admission.admitted:
+            raise RateLimitError(
+                f"Rate limit reached for this key: {limit} requests per minute. "
+                f"Try again in {admission.retry_after:.0f} s.",
+                retry_after=admission.retry_after,
+                code="client_requests_per_minute",
+            )
+
+    async def reserve_images(self, client: Client, count: int) -> Reservation:
+        limit = self.quota(client).images_per_day
+        key = f"ipd:{client.label}"
+        if not limit:
+            return Reservation(self.counter, key, None)
+        if count > limit:
+            raise RateLimitError(
+                f"This key may generate {limit} images per day; {count} were asked for at once.",
+                param="n",
+                code="client_images_per_day",
+            )
+        admission = await self._acquire(key, count, limit, DAY)
+        if not admission.admitted:
+            raise RateLimitError(
+                f"Daily image limit reached for this key: {limit} images per 24 hours. "
+                f"Try again in {admission.retry_after / 60:.0f} min.",
+                retry_after=admission.retry_after,
+                code="client_images_per_day",
+            )
+        return Reservation(self.counter, key, admission.token)
+
+    async def _acquire(self, key: str, amount: int, limit: int, window: float) -> Admission:
+        try:
+            return await self.counter.acquire(key, amount, limit, window)
+        except (RedisError, OSError) as exc:
+            # Fail open: a Redis outage must not take image generation down with it.
+            logger.warning("client limits unavailable, request admitted: %s", exc)
+            return Admission("unavailable")
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Images counted against a client's daily limit before generation; refunded on failure."""
+
+    counter: WindowCounter
+    key: str
+    token: str | None
+
+    async def refund(self) -> None:
+        if self.token is None or self.token == "unavailable":
+            return
+        try:
+            await self.counter.refund(self.key, self.token)
+        except (RedisError, OSError) as exc:
+            logger.warning("could not refund a failed request's images: %s", exc)
+        self.token = None
+
+
+def make_counter(redis_url: str | None) -> WindowCounter:
+    return RedisWindows(redis_url) if redis_url else MemoryWindows()

@@ -1,0 +1,182 @@
+"""Request ids, one JSON log line per request, metrics, and the overhead header.
+
+Routes note what they learned (model, image count, upstream time, the client's key label) in
+the request's `RequestNote`; the middleware turns it into the log line, the metrics and the
+`Server-Timing` / `X-Overhead-Ms` headers. A client key is only ever logged by its label, and
+a prompt only up to `LOG_PROMPT_CHARS` characters; image data never.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .metrics import Metrics
+
+access_logger = logging.getLogger("sfproxy.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@dataclass(slots=True)
+class RequestNote:
+    request_id: str
+    client: str | None = None
+    model: str | None = None
+    images: int | None = None
+    prompt: str | None = None
+    upstream_seconds: float = 0.0
+    queue_seconds: float = 0.0
+    failed_calls: int = 0
+    error: str | None = None
+
+
+def note_of(connection: HTTPConnection) -> RequestNote:
+    note: RequestNote = connection.scope["state"]["note"]
+    return note
+
+
+class RequestLogMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, prompt_chars: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.prompt_chars = prompt_chars
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        offered = _header(scope, b"x-request-id")
+        note = RequestNote(
+            request_id=offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        )
+        scope.setdefault("state", {})["note"] = note
+        status = 500
+        streaming = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, streaming
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = note.request_id
+                streaming = headers.get("content-type", "").startswith("text/event-stream")
+                if note.model is not None and not streaming:
+                    elapsed = time.perf_counter() - started
+                    overhead = max(0.0, elapsed - note.upstream_seconds - note.queue_seconds)
+                    headers["X-Overhead-Ms"] = f"{overhead * 1000:.2f}"
+                    headers["Server-Timing"] = (
+                        f"upstream;dur={note.upstream_seconds * 1000:.1f}, "
+                        f"queue;dur={note.queue_seconds * 1000:.1f}, "
+                        f"overhead;dur={overhead * 1000:.2f}"
+                    )
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            self.metrics.in_flight.dec()
+            self._finish(scope, note, status, time.perf_counter() - started)
+
+    def _finish(self, scope: Scope, note: RequestNote, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope.get("method", "")
+        self.metrics.requests.labels(template, method, str(status)).inc()
+        self.metrics.request_seconds.labels(template).observe(seconds)
+        overhead = max(0.0, seconds - note.upstream_seconds - note.queue_seconds)
+        if note.model is not None:
+            self.metrics.overhead_seconds.labels(template).observe(overhead)
+        if template in ("/healthz", "/readyz", "/metrics") and status < 400:
+            return
+        fields: dict[str, Any] = {
+            "request_id": note.request_id,
+            "method": method,
+            "route": template,
+            "path": scope.get("path"),
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+        }
+        if note.client is not None:
+            fields["client"] = note.client
+        if note.model is not None:
+            fields.update(
+                model=note.model,
+                images=note.images,
+                upstream_ms=round(note.upstream_seconds * 1000, 1),
+                queue_ms=round(note.queue_seconds * 1000, 1),
+                overhead_ms=round(overhead * 1000, 2),
+            )
+        if note.failed_calls:
+            fields["failed_calls"] = note.failed_calls
+        if note.prompt is not None and self.prompt_chars:
+            prompt = note.prompt
+            fields["prompt"] = (
+                prompt if len(prompt) <= self.prompt_chars else prompt[: self.prompt_chars] + "…"
+            )
+        if note.error is not None:
+            fields["error"] = note.error
+        access_logger.info("request", extra={"fields": fields})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors; extra data under `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            text += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        return text
+
+
+def configure_logging(level: str, log_format: str = "json") -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    formatter: logging.Formatter
+    if log_format == "json":
+        formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's own loggers propagate to ours, so its lines share the format.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

@@ -1,0 +1,134 @@
+"""Upstream faults, injected at the fake: retried to success, or the documented error; never a 500."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+
+@pytest.fixture
+def retrying(start, tmp_path_factory):
+    # The suite's default proxy has retries off; this one keeps the default of 2.
+    return start(UPSTREAM_RETRIES="2", UPSTREAM_TIMEOUT="1")
+
+
+def generate(proxy, **body) -> httpx.Response:
+    return httpx.post(
+        proxy.api_base + "/images/generations", json={"prompt": "resilient", **body}, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("fault", "params"),
+    [
+        ("status", {"status": 500}),
+        ("status", {"status": 502}),
+        ("status", {"status": 503}),
+        ("status", {"status": 504}),
+        ("hang", {"seconds": 5}),
+        ("drop", {}),
+    ],
+)
+def test_one_transient_failure_is_retried_to_success(retrying, fake, fault, params):
+    fake.add_fault(fault, **params)
+    response = generate(retrying)
+    assert response.status_code == 200, response.text
+    assert len(fake.requests) == 2
+
+
+def test_429_retry_after_is_honoured(retrying, fake):
+    fake.add_fault("status", status=429, retry_after=1)
+    started = time.monotonic()
+    response = generate(retrying)
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 1.0
+    assert len(fake.requests) == 2
+
+
+def test_giving_up_after_the_retries_tells_sdks_not_to_retry(retrying, fake):
+    fake.add_fault("status", status=503, count=3)
+    response = generate(retrying)
+    assert response.status_code == 503
+    assert response.headers["x-should-retry"] == "false"
+    assert len(fake.requests) == 3
+    fake.add_fault("status", status=503, count=3)
+    # The SDK obeys the header: with max_retries=2 it still makes one request only.
+    with openai.OpenAI(base_url=retrying.api_base, api_key="x", max_retries=2) as sdk:
+        with pytest.raises(openai.InternalServerError):
+            sdk.images.generate(prompt="once")
+    assert len(fake.requests) == 6
+
+
+def test_rate_limit_after_retries_keeps_retry_after(retrying, fake):
+    fake.add_fault("status", status=429, retry_after=1, count=3)
+    response = generate(retrying)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize("status", [400, 401, 403])
+def test_client_side_failures_are_never_retried(retrying, fake, status):
+    fake.add_fault("status", status=status)
+    response = generate(retrying)
+    assert response.status_code in (400, 403, 502)
+    assert len(fake.requests) == 1
+
+
+def test_malformed_json_is_502_without_retry(retrying, fake):
+    fake.add_fault("malformed")
+    response = generate(retrying)
+    assert response.status_code == 502
+    assert "not valid JSON" in response.json()["error"]["message"]
+    assert len(fake.requests) == 1
+
+
+def test_image_download_failures_are_retried(retrying, fake):
+    fake.add_fault("status", status=503, target="download")
+    assert generate(retrying).status_code == 200
+    # aiohttp itself re-sends an idempotent GET once on a dropped connection: drop twice.
+    fake.add_fault("drop", target="download", count=2)
+    assert generate(retrying).status_code == 200
+
+
+def test_an_image_url_that_404s_is_the_documented_502(retrying, fake):
+    fake.add_fault("expired_images")
+    response = generate(retrying)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_bad_response"
+
+
+def test_timeouts_without_retries_left_are_504(start, fake):
+    proxy = start(UPSTREAM_RETRIES="1", UPSTREAM_TIMEOUT="0.5")
+    fake.add_fault("hang", seconds=5, count=2)
+    response = generate(proxy)
+    assert response.status_code == 504
+    assert response.headers["x-should-retry"] == "false"
+
+
+def test_nothing_half_written_after_faults(retrying, fake):
+    for fault, params in [
+        ("drop", {"target": "download", "count": 3}),
+        ("malformed", {"target": "download", "count": 3}),
+        ("expired_images", {}),
+    ]:
+        fake.add_fault(fault, **params)
+        response = generate(retrying, n=2)
+        assert response.status_code < 500 or response.status_code in (502, 503, 504)
+    image_dir = Path(retrying.env["IMAGE_DIR"])
+    leftovers = [path for path in image_dir.rglob("*") if path.is_file()]
+    assert not [path for path in leftovers if path.suffix == ".tmp"]
+    for path in leftovers:
+        assert path.read_bytes()[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"RIFF")
+
+
+def test_a_truncated_image_download_is_never_stored(retrying, fake):
+    before = set(Path(retrying.env["IMAGE_DIR"]).rglob("*.png"))
+    fake.add_fault("malformed", target="download", count=3)
+    response = generate(retrying)
+    assert response.status_code == 502
+    assert set(Path(retrying.env["IMAGE_DIR"]).rglob("*.png")) == before
