@@ -1,4 +1,4 @@
-"""Upstream faults, injected at the fake: retried to success, or the documented error; never a 500."""
+"""Upstream faults injected at the fake: retried to success, or the documented error; no 500."""
 
 from __future__ import annotations
 
