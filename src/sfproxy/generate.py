@@ -159,6 +159,21 @@ class _Clock:
         return total
 
 
+@dataclass(slots=True)
+class _Run:
+    """One job in progress: its calls share a concurrency limit, clocks and progress."""
+
+    job: ImageJob
+    spec: ModelSpec
+    payload: dict[str, Any]
+    requested: int
+    limit: asyncio.Semaphore
+    report: Progress
+    upstream: _Clock = field(default_factory=lambda: _Clock())
+    queue: _Clock = field(default_factory=lambda: _Clock())
+    done: int = 0
+
+
 class ImageGenerator:
     def __init__(
         self,
@@ -229,54 +244,20 @@ class ImageGenerator:
         spec = self.check(job)
         payload, size = self.payload_for(job, spec)
         batches = plan_batches(spec, job.n, job.batch_size)
-        first_seed = job.seed
-        limit = asyncio.Semaphore(self.parallel_calls)
-        clock, queue = _Clock(), _Clock()
-        report = progress or _silent
-        requested = sum(batches)
-        done = 0
-        report(
-            f"generating {requested} image{'s' if requested > 1 else ''} with {job.model}"
-            + (f" at {size}" if size else "")
-            + "…"
+        run = _Run(
+            job=job,
+            spec=spec,
+            payload=payload,
+            requested=sum(batches),
+            limit=asyncio.Semaphore(self.parallel_calls),
+            report=progress or _silent,
         )
-
-        async def call(index: int, count: int) -> list[GeneratedImage]:
-            body = dict(payload)
-            if count > 1:
-                body["batch_size"] = count
-            if spec.accepts("seed"):
-                # Seed + i keeps a seeded request reproducible while its images differ.
-                body["seed"] = (
-                    (first_seed + index) % (MAX_SEED + 1)
-                    if first_seed is not None
-                    else self._random_seed()
-                )
-            nonlocal done
-            try:
-                async with limit:
-                    async with AsyncExitStack() as paced:
-                        async with queue.measure():
-                            await paced.enter_async_context(self.pacer.slot(job.model, count))
-                        async with clock.measure():
-                            result = await self.client.generate(body)
-                    seed = result.seed if result.seed is not None else body.get("seed")
-                    kept = await asyncio.gather(
-                        *(self._keep(url, job, seed, clock) for url in result.urls[:count])
-                    )
-            except ProxyError as exc:
-                report(f"an image request failed: {exc.message}")
-                raise
-            done += len(kept)
-            report(
-                f"image {done}/{requested} done"
-                if count == 1
-                else f"{done}/{requested} images done"
-            )
-            return list(kept)
-
+        run.report(
+            f"generating {run.requested} image{'s' if run.requested > 1 else ''} with "
+            f"{job.model}{f' at {size}' if size else ''}…"
+        )
         outcomes = await asyncio.gather(
-            *(call(index, count) for index, count in enumerate(batches)),
+            *(self._call(run, index, count) for index, count in enumerate(batches)),
             return_exceptions=True,
         )
         images: list[GeneratedImage] = []
@@ -295,12 +276,45 @@ class ImageGenerator:
             model=job.model,
             size=size,
             images=images,
-            requested=requested,
+            requested=run.requested,
             calls=len(batches),
             failures=failures,
-            upstream_seconds=clock.total(),
-            queue_seconds=queue.total(),
+            upstream_seconds=run.upstream.total(),
+            queue_seconds=run.queue.total(),
         )
+
+    async def _call(self, run: _Run, index: int, count: int) -> list[GeneratedImage]:
+        """One upstream call of a job (`count` images), and keeping what it made."""
+        job = run.job
+        body = dict(run.payload)
+        if count > 1:
+            body["batch_size"] = count
+        if run.spec.accepts("seed"):
+            # Seed + i keeps a seeded request reproducible while its images differ.
+            body["seed"] = (
+                (job.seed + index) % (MAX_SEED + 1) if job.seed is not None else self._random_seed()
+            )
+        try:
+            async with run.limit:
+                async with AsyncExitStack() as paced:
+                    async with run.queue.measure():
+                        await paced.enter_async_context(self.pacer.slot(job.model, count))
+                    async with run.upstream.measure():
+                        result = await self.client.generate(body)
+                seed = result.seed if result.seed is not None else body.get("seed")
+                kept = await asyncio.gather(
+                    *(self._keep(url, job, seed, run.upstream) for url in result.urls[:count])
+                )
+        except ProxyError as exc:
+            run.report(f"an image request failed: {exc.message}")
+            raise
+        run.done += len(kept)
+        run.report(
+            f"image {run.done}/{run.requested} done"
+            if count == 1
+            else f"{run.done}/{run.requested} images done"
+        )
+        return list(kept)
 
     async def _keep(
         self, url: str, job: ImageJob, seed: int | None, clock: _Clock
