@@ -124,6 +124,7 @@ def test_demo_serves_images_from_the_fake_and_prints_how_to_use_it(tmp_path):
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=20)
     assert "DEMO" in output
+    assert f"Playground:       {base}/" in output
     assert f"{base}/v1" in output
     assert re.search(rf"curl {re.escape(base)}/v1/images/generations", output)
     # Demo images are kept apart from a real deployment's.

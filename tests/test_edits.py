@@ -84,6 +84,17 @@ def test_string_numbers_and_b64_json(proxy, fake):
     assert all(request.body["cfg"] == 4.5 for request in fake.requests)
 
 
+def test_empty_form_fields_count_as_unset(proxy, fake):
+    response = httpx.post(
+        proxy.api_base + "/images/edits",
+        files={"image": ("in.png", PNG, "image/png")},
+        data={"prompt": "blank fields", "model": "Qwen/Qwen-Image-Edit", "sf_seed": "", "n": ""},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 1
+
+
 def test_kolors_image_to_image_gets_a_fitted_size(client, fake):
     result = client.images.edit(
         model="Kwai-Kolors/Kolors",

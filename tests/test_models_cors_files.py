@@ -109,6 +109,9 @@ def test_healthz(proxy):
     response = httpx.get(proxy.url + "/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+    # Uptime checkers often probe with HEAD.
+    assert httpx.head(proxy.url + "/healthz").status_code == 200
+    assert httpx.head(proxy.url + "/").status_code == 200
 
 
 def test_image_files_route_caching_and_head(client, proxy):

@@ -113,10 +113,11 @@ async def _read_form(request: Request, inputs: InputImages) -> tuple[ImageParams
     try:
         if "mask" in form:
             raise InvalidRequestError(MASK_UNSUPPORTED, param="mask")
+        # An empty field is an unset one, as an HTML form sends what the user left blank.
         fields = {
             key: value
             for key, value in form.multi_items()
-            if isinstance(value, str) and key not in IMAGE_FIELDS
+            if isinstance(value, str) and value != "" and key not in IMAGE_FIELDS
         }
         params = _validated(ImageGenerationRequest, fields)
         parts = [value for key, value in form.multi_items() if key in IMAGE_FIELDS]

@@ -24,7 +24,7 @@ router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 2.5
 
 
-@router.get("/healthz", summary="Liveness: the process is serving")
+@router.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness: the process is serving")
 async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
