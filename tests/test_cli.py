@@ -142,3 +142,36 @@ def test_serve_with_workers(tmp_path, fake):
             assert [sdk.images.generate(prompt=f"w{index}").data for index in range(4)]
     finally:
         assert proxy.stop() == 0
+
+
+def test_port_host_and_workers_from_the_environment(tmp_path, fake):
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "SF_BASE": fake.base_url,
+        "SILICONFLOW_API_KEY": fake.config.api_key or "x",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sfproxy", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/healthz").status_code
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+    bad = run("serve", env={"SILICONFLOW_API_KEY": "sk-x", "WORKERS": "many"}, cwd=tmp_path)
+    assert bad.returncode != 0
+    assert "WORKERS must be a whole number" in bad.stderr

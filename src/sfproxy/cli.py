@@ -38,10 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the production server")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
     serve.add_argument(
-        "--workers", type=int, default=1, help="worker processes (1); see the README on scaling"
+        "--host", default=os.environ.get("HOST", "0.0.0.0"), help="address (HOST, 0.0.0.0)"
+    )
+    serve.add_argument("--port", type=int, default=_env_int("PORT", 8000), help="port (PORT, 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=_env_int("WORKERS", 1),
+        help="worker processes (WORKERS, 1); see the README on scaling",
     )
     serve.set_defaults(handler=_serve)
 
@@ -75,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise SystemExit(f"sfproxy: {name} must be a whole number, not {value!r}")
+    return int(value)
+
+
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "loop": "uvloop",
@@ -85,6 +99,8 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,
         # On SIGTERM uvicorn stops accepting, then lets requests in flight finish this long.
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+        # A load balancer reusing a connection the server is closing gets a 502 on a POST.
+        "timeout_keep_alive": settings.http_keepalive_seconds,
     }
 
 
@@ -96,7 +112,14 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         # Each worker counts its own metrics; prometheus-client merges them from files here.
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sfproxy-metrics-")
+            try:
+                directory = tempfile.mkdtemp(prefix="sfproxy-metrics-")
+            except OSError as exc:
+                raise ConfigError(
+                    f"--workers needs a writable temporary directory for the workers' merged "
+                    f"metrics ({exc.strerror}): set TMPDIR or PROMETHEUS_MULTIPROC_DIR to one."
+                ) from None
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         # Each worker process builds its own app (and settings) from the same environment.
         uvicorn.run(
             "sfproxy.app:app_factory",

@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     log_prompt_chars: int = Field(default=100, ge=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # Longer than load balancers keep idle connections (AWS ALB: 60 s), so they close first.
+    http_keepalive_seconds: float = Field(default=75.0, gt=0)
 
     @field_validator("sf_base", "public_base_url", "image_public_base_url")
     @classmethod
