@@ -14,6 +14,17 @@ pytest_plugins = ["tests.support.s3", "tests.support.redis"]
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 CLIENT_KEYS = ("proxy-key-alpha-123456", "proxy-key-beta-654321")
 
+# The sizes OpenAI clients offer, which every model's table must absorb.
+OPENAI_SIZES = [
+    "256x256",
+    "512x512",
+    "1024x1024",
+    "1536x1024",
+    "1024x1536",
+    "1792x1024",
+    "1024x1792",
+]
+
 StartProxy = Callable[..., ProxyProcess]
 
 

@@ -10,21 +10,13 @@ from sfproxy.catalogue import (
 )
 from sfproxy.errors import InvalidRequestError
 
+from .conftest import OPENAI_SIZES
+
 catalogue = Catalogue()
 QWEN = catalogue.spec("Qwen/Qwen-Image")
 KOLORS = catalogue.spec("Kwai-Kolors/Kolors")
 EDIT = catalogue.spec("Qwen/Qwen-Image-Edit")
 UNKNOWN = catalogue.spec("someone/new-model")
-
-OPENAI_SIZES = [
-    "256x256",
-    "512x512",
-    "1024x1024",
-    "1536x1024",
-    "1024x1536",
-    "1792x1024",
-    "1024x1792",
-]
 
 
 @pytest.mark.parametrize(

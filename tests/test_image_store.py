@@ -11,17 +11,9 @@ import httpx
 import openai
 import pytest
 
+from .conftest import OPENAI_SIZES
 from .support.s3 import running_s3_server
 
-OPENAI_SIZES = [
-    "256x256",
-    "512x512",
-    "1024x1024",
-    "1536x1024",
-    "1024x1536",
-    "1792x1024",
-    "1024x1792",
-]
 EXPECTED = {
     "Qwen/Qwen-Image": [
         "1328x1328",
