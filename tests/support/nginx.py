@@ -11,15 +11,11 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from .proxy import free_port
+from .proxy import free_port, stop_process, wait_until_serving
 
 NGINX_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 # deploy/compose.yml's names for the instances and the port nginx listens on in its container.
@@ -91,14 +87,8 @@ class NginxProcess:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            # nginx's fast shutdown: the tests have no requests left in flight.
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        # SIGTERM is nginx's fast shutdown: the tests have no requests left in flight.
+        stop_process(self.process, timeout)
 
 
 def start_nginx(
@@ -127,16 +117,11 @@ def start_nginx(
             stderr=stderr,
         )
     nginx = NginxProcess(url=f"http://127.0.0.1:{port}", process=process, workdir=workdir)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log = (workdir / "stderr.log").read_text(errors="replace")
-            raise RuntimeError(f"nginx exited with {process.returncode}:\n{log}")
-        try:
-            if httpx.get(nginx.url + "/nginx-health", timeout=1.0).status_code == 200:
-                return nginx
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    nginx.stop()
-    raise RuntimeError(f"nginx did not answer within {timeout} s:\n{nginx.error_log()}")
+    wait_until_serving(
+        nginx.url + "/nginx-health",
+        process,
+        name="nginx",
+        log=lambda: (workdir / "stderr.log").read_text(errors="replace") + nginx.error_log(),
+        timeout=timeout,
+    )
+    return nginx

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,42 @@ import httpx
 
 # Only what a process needs to run: the tests' own settings must not leak in from the shell.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`; the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def wait_until_serving(
+    url: str,
+    process: subprocess.Popen[bytes],
+    *,
+    name: str,
+    log: Callable[[], str],
+    timeout: float,
+    ok: Callable[[httpx.Response], bool] = lambda response: response.status_code == 200,
+) -> None:
+    """Poll `url` until it answers as `ok` says; fail early, with the log, if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log()}")
+        try:
+            if ok(httpx.get(url, timeout=1.0)):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    stop_process(process)
+    raise RuntimeError(f"{name} did not answer within {timeout} s:\n{log()}")
 
 
 def free_port() -> int:
@@ -38,14 +75,7 @@ class ProxyProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
 
 def start_proxy(
@@ -82,15 +112,7 @@ def start_proxy(
     proxy = ProxyProcess(
         url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, env=env
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the proxy exited with {process.returncode}:\n{proxy.log()}")
-        try:
-            if httpx.get(proxy.url + ready_path, timeout=1.0).status_code == 200:
-                return proxy
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    proxy.stop()
-    raise RuntimeError(f"the proxy did not become ready in {timeout} s:\n{proxy.log()}")
+    wait_until_serving(
+        proxy.url + ready_path, process, name="the proxy", log=proxy.log, timeout=timeout
+    )
+    return proxy

@@ -14,11 +14,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -31,7 +29,7 @@ import pytest
 
 from sfproxy.store.s3 import S3ImageStore
 
-from .proxy import free_port
+from .proxy import free_port, stop_process, wait_until_serving
 
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 _S3_NAMESPACE = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -133,13 +131,8 @@ class S3Server:
 
     def stop(self, timeout: float = 10.0) -> None:
         # Copies made by `with_new_bucket` share the process: this stops it for all of them.
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
 
 
 def _start(log_path: Path, timeout: float) -> S3Server:
@@ -160,18 +153,15 @@ def _start(log_path: Path, timeout: float) -> S3Server:
         process=process,
         log_path=log_path,
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto exited with {process.returncode}:\n{server.log()}")
-        try:
-            httpx.get(f"{server.endpoint_url}/moto-api/data.json", timeout=1.0)
-        except httpx.TransportError:
-            time.sleep(0.05)
-            continue
-        return server
-    server.stop()
-    raise RuntimeError(f"moto did not answer within {timeout} s:\n{server.log()}")
+    wait_until_serving(
+        f"{server.endpoint_url}/moto-api/data.json",
+        process,
+        name="moto",
+        log=server.log,
+        timeout=timeout,
+        ok=lambda response: True,
+    )
+    return server
 
 
 @contextmanager
