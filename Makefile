@@ -21,6 +21,10 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,dev]'
 	@touch $@ $(VENV)/.runtime
 
+$(VENV)/.bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[bench]'
+	@touch $@ $(VENV)/.runtime
+
 install: $(VENV)/.dev ## create .venv with the package, test and dev tools
 
 run: $(VENV)/.runtime ## serve with SILICONFLOW_API_KEY (env or .env), else the demo
@@ -50,6 +54,13 @@ typecheck: $(VENV)/.dev ## mypy --strict on the package
 	$(BIN)/mypy
 
 check: lint typecheck test ## format, lint, types and tests
+
+# wrk is the load generator: a compiled client, so that the client is not what gets measured.
+bench: $(VENV)/.bench ## benchmark against the direct upstream and LiteLLM (BENCH_ARGS=--quick)
+	@command -v wrk >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: ## remove .venv, caches and build outputs
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache src/*.egg-info

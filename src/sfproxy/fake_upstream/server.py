@@ -1,12 +1,14 @@
-"""The fake's HTTP surface: SiliconFlow's generation endpoint and the object storage behind its
-image links."""
+"""The fake's HTTP surface: SiliconFlow's generation endpoint, the object storage behind its
+image links, and an OpenAI-format images endpoint for gateways that speak only OpenAI's API."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -15,6 +17,12 @@ from .control import add_control_routes
 from .faults import Fault, FaultTarget
 from .files import new_file_name
 from .images import ImageRenderer, RenderedImage, render_size
+from .openai_images import (
+    OPENAI_GENERATIONS_PATH,
+    InvalidOpenAIRequest,
+    check_openai_generation,
+    openai_error,
+)
 from .responses import (
     api_error,
     bad_request,
@@ -32,6 +40,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 _TRUNCATED_JSON = b'{"images": ['
 # Stands for an unparseable body, which must not look like a JSON `null`.
 _NOT_JSON = object()
+# Answers a generation request; None means: drop the connection without answering.
+_Answer = Callable[[web.Request, object, RecordedRequest], Awaitable[web.StreamResponse | None]]
 
 
 def create_app(
@@ -42,6 +52,7 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.on_response_prepare.append(_add_trace_id)
     app.router.add_post(GENERATIONS_PATH, api.generate)
+    app.router.add_post(OPENAI_GENERATIONS_PATH, api.generate_openai)
     app.router.add_get("/files/{name}", api.download)
     add_control_routes(app, state)
     return app
@@ -58,6 +69,15 @@ class _Api:
         self._closing = closing
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
+        return await self._counted_generation(request, self._generate)
+
+    async def generate_openai(self, request: web.Request) -> web.StreamResponse:
+        return await self._counted_generation(request, self._generate_openai)
+
+    async def _counted_generation(
+        self, request: web.Request, answer: _Answer
+    ) -> web.StreamResponse:
+        """Record and count a generation on either endpoint, so stats cover both."""
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -68,7 +88,7 @@ class _Api:
         self._state.record(recorded)
         self._state.count("generate_requests")
         with self._state.in_flight():
-            response = await self._generate(request, body if is_json else _NOT_JSON, recorded)
+            response = await answer(request, body if is_json else _NOT_JSON, recorded)
         if response is None:
             self._state.count("generate_dropped")
             return _drop(request)
@@ -123,6 +143,32 @@ class _Api:
         self._state.count("images_generated", len(urls))
         inference = round(time.perf_counter() - started, 3)
         return json_response({"images": urls, "timings": {"inference": inference}, "seed": seed})
+
+    async def _generate_openai(
+        self, request: web.Request, body: object, recorded: RecordedRequest
+    ) -> web.StreamResponse | None:
+        """OpenAI's answer shape; no faults, which are queued for the SiliconFlow endpoint."""
+        if not self._authorized(request):
+            return openai_error(401, "Incorrect API key provided.", code="invalid_api_key")
+        if body is _NOT_JSON:
+            return openai_error(400, "We could not parse the JSON body of your request.")
+        try:
+            wanted = check_openai_generation(body)
+        except InvalidOpenAIRequest as invalid:
+            return openai_error(400, invalid.message, param=invalid.param)
+        if not await self._pause(self._state.config.latency):
+            return None
+
+        generation = wanted.generation
+        assert generation.seed is not None
+        images = await self._render(generation, generation.seed)
+        if wanted.response_format == "b64_json":
+            data = [{"b64_json": base64.b64encode(image.to_bytes()).decode()} for image in images]
+        else:
+            origin = str(request.url.origin())
+            data = [{"url": self._publish(image, origin, expired=False)} for image in images]
+        self._state.count("images_generated", len(data))
+        return json_response({"created": int(time.time()), "data": data})
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         recorded = _record(request, None)

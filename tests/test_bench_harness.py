@@ -1,0 +1,321 @@
+"""The benchmark harness's pure parts: wrk's output, targets, ratios, the table. No load is run."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from bench import report, table
+from bench.metrics import lag_max_from_prometheus
+from bench.plot import added_latency_series
+from bench.wrk import RESULT_MARKER, lua_script, parse_output
+
+WRK_STDOUT = (
+    "Running 5s test @ http://127.0.0.1:8000/v1/images/generations\n"
+    "  1 threads and 64 connections\n"
+    f'{RESULT_MARKER}{{"requests":5000,"duration_us":5000000,"bytes":123,'
+    '"errors":{"connect":0,"read":1,"write":0,"status":2,"timeout":0},'
+    '"latency_us":{"min":100,"max":9000,"mean":1500.5,"stdev":10.0,'
+    '"p50":1200,"p90":2500,"p99":4000,"p999":8000}}\n'
+)
+
+
+def run(p50: float, p99: float, rps: float = 1000.0, errors: int = 0) -> dict[str, Any]:
+    return {
+        "requests": int(rps * 5),
+        "duration_s": 5.0,
+        "rps": rps,
+        "errors": {"connect": 0, "read": 0, "write": 0, "status": errors, "timeout": 0},
+        "p50_ms": p50,
+        "p90_ms": (p50 + p99) / 2,
+        "p99_ms": p99,
+        "p999_ms": p99,
+        "mean_ms": p50,
+        "max_ms": p99,
+        "concurrency": 1,
+    }
+
+
+def results(**overrides: Any) -> dict[str, Any]:
+    scenarios: dict[str, Any] = {
+        "latency": {
+            "levels": [
+                {
+                    "concurrency": 1,
+                    "runs": {
+                        "direct": run(0.2, 0.4),
+                        "service": run(0.9, 1.6),
+                        "service_local": run(1.5, 3.0),
+                        "direct_openai": run(0.3, 0.5),
+                        "litellm": run(15.3, 20.5),
+                    },
+                },
+                {
+                    "concurrency": 64,
+                    "runs": {
+                        "direct": run(10.0, 20.0),
+                        "service": run(12.0, 26.0),
+                        "direct_openai": run(10.0, 20.0),
+                        "litellm": run(400.0, 900.0),
+                    },
+                },
+            ]
+        },
+        "fanout": {
+            "upstream_latency_s": 1.0,
+            "n": 4,
+            "direct_single_s": [1.0, 1.0],
+            "single_s": [1.01, 1.03, 1.02],
+            "fan_out_s": [1.10, 1.40, 1.05],
+        },
+        "streaming": {
+            "upstream_latency_s": 3.0,
+            "keepalive_s": 0.5,
+            "runs": [
+                {
+                    "first_chunk_ms": 2.0,
+                    "headers_ms": 1.0,
+                    "answer_s": 3.0,
+                    "keepalive_gaps_s": [0.5, 0.51, 0.49, 0.5, 0.5],
+                },
+                {
+                    "first_chunk_ms": 30.0,
+                    "headers_ms": 1.0,
+                    "answer_s": 3.0,
+                    "keepalive_gaps_s": [0.5, 0.5, 0.5, 0.5, 0.5],
+                },
+                {
+                    "first_chunk_ms": 3.0,
+                    "headers_ms": 1.0,
+                    "answer_s": 3.0,
+                    "keepalive_gaps_s": [0.5, 0.5, 0.5, 0.5, 0.5],
+                },
+            ],
+        },
+        "held": {
+            "connections": 2000,
+            "upstream_latency_s": 5.0,
+            "seconds": 15.0,
+            "stagger_s": 5.0,
+            "settings": {"IMAGE_STORE": "local"},
+            "direct": {
+                **run(5010, 5100, rps=222),
+                "requests": 2000,
+                "upstream_peak_in_flight": 2000,
+            },
+            "service": {
+                **run(5020, 5130, rps=222),
+                "requests": 2000,
+                "upstream_peak_in_flight": 2000,
+            },
+            "service_off": {**run(5005, 5060), "requests": 2000, "upstream_peak_in_flight": 2000},
+            "service_peak_rss_mb": 180.0,
+            "service_peak_rss_after_burst_mb": 190.0,
+            "service_rss_after_mb": 170.0,
+            "burst": {
+                "seconds": 9.0,
+                "direct": {**run(5010, 5400), "requests": 2000, "upstream_peak_in_flight": 2000},
+                "service": {**run(6000, 8000), "requests": 1900, "upstream_peak_in_flight": 1000},
+            },
+        },
+        "large": {
+            "image_bytes": 2_000_000,
+            "seconds": {
+                "direct": [0.004, 0.005],
+                "service_local": [0.020, 0.021],
+                "service": [0.010, 0.011],
+            },
+            "healthz_idle_ms": [0.5, 0.7],
+            "healthz_loaded_ms": [1.0, 25.0, 2.0],
+            "load": run(60.0, 90.0, rps=60),
+            "event_loop_lag_metric_max_ms": None,
+            "event_loop_lag_metric_source": "n/a",
+        },
+        "startup": {"seconds": [0.8, 0.9, 2.0], "litellm_seconds": 9.5},
+    }
+    scenarios.update(overrides)
+    return {
+        "date": "2026-01-01 00:00 UTC",
+        "command": "python -m bench",
+        "duration_s": 300.0,
+        "quick": False,
+        "machine": {
+            "cpu": "Test CPU",
+            "cores": 2,
+            "kernel": "6.1",
+            "memory_gb": 8.0,
+            "load_average": [0.1, 0.2, 0.3],
+        },
+        "versions": {
+            "python": "3.11",
+            "sfproxy": "0.1.0",
+            "git": "abc",
+            "litellm": "1.0",
+            "wrk": "4.1.0",
+            "fastapi": "1",
+            "uvicorn": "1",
+            "aiohttp": "3",
+            "orjson": "3",
+        },
+        "pinning": {"enabled": True, "gateway_cpus": [0], "upstream_cpus": [1]},
+        "scenarios": scenarios,
+    }
+
+
+def by_name(found: list[report.Check]) -> dict[str, report.Check]:
+    return {check.name: check for check in found}
+
+
+def test_wrk_summary_line_is_parsed_to_milliseconds() -> None:
+    result = parse_output(WRK_STDOUT, concurrency=64)
+    assert (result.requests, result.duration_s, result.rps) == (5000, 5.0, 1000.0)
+    assert (result.p50_ms, result.p90_ms, result.p99_ms, result.p999_ms) == (1.2, 2.5, 4.0, 8.0)
+    assert (result.max_ms, result.mean_ms, result.concurrency) == (9.0, 1.5005, 64)
+    assert result.error_count == 3
+    assert type(result).from_json(json.loads(json.dumps(result.to_json()))) == result
+
+
+def test_wrk_output_without_the_summary_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no WRK_JSON line"):
+        parse_output("Running 5s test\nSocket errors: connect 64\n")
+
+
+def test_lua_script_posts_the_body_with_its_headers() -> None:
+    script = lua_script({"prompt": 'say "hi"', "n": 1}, {"Authorization": "Bearer k"})
+    assert 'wrk.method = "POST"' in script
+    assert 'wrk.body = [==[{"prompt":"say \\"hi\\"","n":1}]==]' in script
+    assert 'wrk.headers["Content-Type"] = "application/json"' in script
+    assert 'wrk.headers["Authorization"] = "Bearer k"' in script
+    assert f"'{RESULT_MARKER}" in script
+    with pytest.raises(ValueError):
+        lua_script({"prompt": "]==]"})
+
+
+def test_lua_stagger_spreads_only_the_first_requests() -> None:
+    script = lua_script({"n": 1}, stagger=(2000, 5000))
+    assert "function delay()" in script
+    assert "if staggered < 2000 then" in script
+    assert "return math.random(0, 5000)" in script
+    assert "function delay()" not in lua_script({"n": 1})
+
+
+def test_added_latency_and_ratios() -> None:
+    assert report.added_ms(run(0.9, 1.6), run(0.2, 0.4), "p50") == pytest.approx(0.7)
+    assert report.ratio(15.0, 0.7) == pytest.approx(15.0 / 0.7)
+    # An added latency at or below zero is noise: the ratio is taken against the floor.
+    assert report.ratio(15.0, -0.3) == 15.0 / report.ADDED_FLOOR_MS
+
+
+def test_checks_mark_each_target() -> None:
+    found = by_name(report.checks(results()))
+
+    assert found["added p50 at c=1"].measured == pytest.approx(0.7)
+    assert found["added p50 at c=1"].mark == "PASS"
+    assert found["added p99 at c=64"].measured == pytest.approx(6.0)
+    assert found["added p99 at c=64"].mark == "FAIL"
+    litellm_c1 = found["LiteLLM's added p50 ÷ the service's at c=1"]
+    assert litellm_c1.measured == pytest.approx(15.0 / 0.7)
+    assert (litellm_c1.target, litellm_c1.mark) == ("≥ 3×", "PASS")
+    # Medians: 1.10 / 1.02.
+    assert found["n=4 wall time ÷ n=1"].measured == pytest.approx(1.10 / 1.02)
+    assert found["time to first chunk (median)"].measured == 3.0
+    assert found["keepalive gap's largest deviation"].measured == pytest.approx(10.0)
+    assert found["keepalives per run (fewest)"].mark == "PASS"
+    assert found["errors through the service"].mark == "PASS"
+    assert found["peak RSS (VmHWM)"].mark == "PASS"
+    assert found["added p99"].measured == pytest.approx(30.0)
+    assert found["added over the download, IMAGE_STORE=local"].measured == pytest.approx(16.0)
+    assert found["added over the download, IMAGE_STORE=local"].mark == "FAIL"
+    assert found["added over the download, IMAGE_STORE=off"].mark == "PASS"
+    assert found["worst /healthz under b64_json load"].mark == "FAIL"
+    assert found["event_loop_lag metric, max"].mark == "n/a"
+    assert found["start to first /healthz 200 (median)"].measured == 0.9
+
+
+def test_unfinished_held_generations_make_the_p99_a_lower_bound() -> None:
+    held = results()["scenarios"]["held"]
+    burst = held["burst"]
+    # 100 of 2,000 still running at 9 s: the p99 is at least 9 s, less the direct p99.
+    assert report.held_unfinished(burst["service"], 2000) == 100
+    added, lower_bound = report.held_added_p99_ms(burst, 2000)
+    assert (added, lower_bound) == (9000.0 - 5400.0, True)
+    # Held runs start over 5 s: one unfinished after 15 s took over 10 s.
+    held["service"] = {**held["service"], "requests": 1000, "p99_ms": 5100.0}
+    added, lower_bound = report.held_added_p99_ms(held, 2000, 5.0)
+    assert (added, lower_bound) == (10000.0 - 5100.0, True)
+    assert report.held_added_p99_ms(burst | {"service": burst["direct"]}, 2000) == (0.0, False)
+
+
+def test_summary_names_the_missed_targets() -> None:
+    text = report.summary(results())
+    assert text == (
+        "12 of 15 targets met; missed: 1 added p99 at c=64; "
+        "5 added over the download, IMAGE_STORE=local; 5 worst /healthz under b64_json load"
+    )
+
+
+def test_table_has_every_scenario_and_escapes_pipes() -> None:
+    every_row = table.rows(results())
+    scenarios = {row[0] for row in every_row}
+    assert scenarios == {"machine", "versions", "run", "1", "2", "3", "4", "5", "6"}
+    assert all(len(row) == len(table.HEADER) for row in every_row)
+    measurements = [row[1] for row in every_row]
+    assert "held: service (IMAGE_STORE=off), 2000 in flight (no target)" in measurements
+    assert "burst: added p99 (no target)" in measurements
+    text = table.markdown_table([("a|b", "", "", "", "", "")])
+    assert text.splitlines()[2] == "| a\\|b |  |  |  |  |  |"
+
+
+def test_table_with_only_some_scenarios() -> None:
+    only_startup = results()
+    only_startup["scenarios"] = {"startup": {"seconds": [1.6, 1.7, 0.9], "litellm_seconds": None}}
+    assert [row[0] for row in table.rows(only_startup)][-1] == "6"
+    assert (
+        report.summary(only_startup)
+        == "0 of 1 targets met; missed: 6 start to first /healthz 200 (median)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected_ms", "source"),
+    [
+        ("# HELP x\nsfproxy_event_loop_lag_max_seconds 0.017\n", 17.0, "gauge"),
+        (
+            'lag_event_loop_lag_seconds_bucket{le="0.005"} 3\n'
+            'lag_event_loop_lag_seconds_bucket{le="0.025"} 10\n'
+            'lag_event_loop_lag_seconds_bucket{le="+Inf"} 10\n'
+            "lag_event_loop_lag_seconds_count 10\n",
+            25.0,
+            "histogram",
+        ),
+        ("event_loop_lag_ms 4\n", 4.0, "last value"),
+        ("process_cpu_seconds_total 3\n", None, "n/a"),
+    ],
+)
+def test_event_loop_lag_metric_is_read_in_any_shape(
+    text: str, expected_ms: float | None, source: str
+) -> None:
+    value, how = lag_max_from_prometheus(text)
+    assert value == (pytest.approx(expected_ms) if expected_ms is not None else None)
+    assert source in how
+
+
+def test_histogram_overflow_is_infinite() -> None:
+    text = (
+        'x_event_loop_lag_seconds_bucket{le="0.1"} 1\n'
+        'x_event_loop_lag_seconds_bucket{le="+Inf"} 2\n'
+    )
+    assert lag_max_from_prometheus(text)[0] == math.inf
+
+
+def test_plot_series_floor_noise_for_the_log_axis() -> None:
+    scenario = results()["scenarios"]["latency"]
+    scenario["levels"][0]["runs"]["service"] = run(0.1, 0.3)
+    series = added_latency_series(scenario, "p50")
+    assert series["service"] == ([1, 64], [report.ADDED_FLOOR_MS, 2.0])
+    assert series["litellm"][1] == [pytest.approx(15.0), pytest.approx(390.0)]
+    concurrencies, added = series["service_local"]
+    assert concurrencies == [1]
+    assert added[0] == pytest.approx(1.3)
