@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Services.running(settings, metrics) as services:
             app.state.services = services
+            tune_garbage_collector()
             if not settings.client_keys:
                 logger.warning(
                     "no client keys are set (ALLOW_CLIENT_KEYS): the API is public and anyone "
@@ -85,15 +87,42 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         document = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
-        for path in document.get("paths", {}).values():
+        for route, path in document.get("paths", {}).items():
             for operation in path.values():
                 responses = operation.get("responses", {})
                 responses.pop("422", None)
-        schemas = document.get("components", {}).get("schemas", {})
+                if route.startswith("/v1/") and not route.startswith("/v1/files/"):
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        components = document.setdefault("components", {})
+        # Declared here rather than as FastAPI dependencies, which would run on every request.
+        components["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "One of this proxy's keys (ALLOW_CLIENT_KEYS).",
+            },
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        }
+        schemas = components.get("schemas", {})
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
         app.openapi_schema = document
     return app.openapi_schema
+
+
+def tune_garbage_collector() -> None:
+    """Keep the cyclic garbage collector's pauses out of request latencies.
+
+    Thousands of generations in flight keep millions of objects alive for seconds: with the
+    default thresholds, full collections ran every few seconds and each stopped the event loop
+    for up to half a second (measured under the benchmark's held load). Objects made at start-up
+    are frozen out of every scan, and young collections run after 50,000 allocations instead of
+    700, so objects are promoted, and full collections triggered, far less often. Reference
+    counting still frees nearly everything at once; only cycles wait longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def app_factory() -> FastAPI:

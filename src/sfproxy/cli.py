@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -104,10 +105,23 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def raise_open_file_limit() -> None:
+    """Every concurrent generation holds a client and an upstream socket: lift the soft limit
+    (often 1024) to the hard one, so thousands of them do not fail with EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     settings.require_upstream_key()
     configure_logging(settings.log_level, settings.log_format)
+    raise_open_file_limit()
     options = _uvicorn_options(settings)
     if args.workers > 1:
         # Each worker counts its own metrics; prometheus-client merges them from files here.

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -104,15 +104,30 @@ class Generation:
 
 
 class Pacer(Protocol):
-    """Holds a call back until the model's upstream limits allow it (see `pacing.py`)."""
+    """Holds a call back until the model's upstream limits allow it (see `pacing.py`).
 
-    def slot(self, model: str, images: int) -> AbstractAsyncContextManager[None]: ...
+    The slot gives the seconds the call waited for it.
+    """
+
+    def slot(self, model: str, images: int) -> AbstractAsyncContextManager[float]: ...
+
+
+class NoWait:
+    """The slot of a call nothing holds back (no awaits, no generator: it is on every call)."""
+
+    async def __aenter__(self) -> float:
+        return 0.0
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+
+NO_WAIT = NoWait()
 
 
 class _Unpaced:
-    @asynccontextmanager
-    async def slot(self, model: str, images: int) -> AsyncIterator[None]:
-        yield
+    def slot(self, model: str, images: int) -> AbstractAsyncContextManager[float]:
+        return NO_WAIT
 
 
 class Observer(Protocol):
@@ -129,6 +144,22 @@ class _Unobserved:
         pass
 
 
+class _Span:
+    """`with clock.measure():` around an await; a plain class, as it runs on every call."""
+
+    __slots__ = ("_spans", "_started")
+
+    def __init__(self, spans: list[tuple[float, float]]) -> None:
+        self._spans = spans
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._spans.append((self._started, time.perf_counter()))
+
+
 Progress = Callable[[str], None]
 
 
@@ -142,13 +173,14 @@ class _Clock:
     def __init__(self) -> None:
         self._spans: list[tuple[float, float]] = []
 
-    @asynccontextmanager
-    async def measure(self) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._spans.append((started, time.perf_counter()))
+    def measure(self) -> _Span:
+        return _Span(self._spans)
+
+    def add(self, seconds: float) -> None:
+        """A span of `seconds` that ends now."""
+        if seconds > 0:
+            now = time.perf_counter()
+            self._spans.append((now - seconds, now))
 
     def total(self) -> float:
         total, reached = 0.0, float("-inf")
@@ -256,10 +288,18 @@ class ImageGenerator:
             f"generating {run.requested} image{'s' if run.requested > 1 else ''} with "
             f"{job.model}{f' at {size}' if size else ''}…"
         )
-        outcomes = await asyncio.gather(
-            *(self._call(run, index, count) for index, count in enumerate(batches)),
-            return_exceptions=True,
-        )
+        outcomes: list[list[GeneratedImage] | BaseException]
+        if len(batches) == 1:
+            # The common case: awaited in place, without a task to schedule.
+            try:
+                outcomes = [await self._call(run, 0, batches[0])]
+            except ProxyError as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(
+                *(self._call(run, index, count) for index, count in enumerate(batches)),
+                return_exceptions=True,
+            )
         images: list[GeneratedImage] = []
         failures: list[ProxyError] = []
         for outcome in outcomes:
@@ -296,14 +336,18 @@ class ImageGenerator:
             )
         try:
             async with run.limit:
-                async with AsyncExitStack() as paced:
-                    async with run.queue.measure():
-                        await paced.enter_async_context(self.pacer.slot(job.model, count))
-                    async with run.upstream.measure():
+                async with self.pacer.slot(job.model, count) as waited:
+                    run.queue.add(waited)
+                    with run.upstream.measure():
                         result = await self.client.generate(body)
                 seed = result.seed if result.seed is not None else body.get("seed")
-                kept = await asyncio.gather(
-                    *(self._keep(url, job, seed, run.upstream) for url in result.urls[:count])
+                urls = result.urls[:count]
+                kept = (
+                    [await self._keep(urls[0], job, seed, run.upstream)]
+                    if len(urls) == 1
+                    else await asyncio.gather(
+                        *(self._keep(url, job, seed, run.upstream) for url in urls)
+                    )
                 )
         except ProxyError as exc:
             run.report(f"an image request failed: {exc.message}")
@@ -321,7 +365,7 @@ class ImageGenerator:
     ) -> GeneratedImage:
         if not self.store.keeps_images and job.response_format == "url":
             return GeneratedImage(seed=seed, upstream_url=url)
-        async with clock.measure():
+        with clock.measure():
             data, media_type = await self.client.download(url, model=job.model)
         image = GeneratedImage(seed=seed, media_type=media_type, data=data)
         if self.store.keeps_images:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 import re
 
+import orjson
+import pybase64
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidRequestError
@@ -55,7 +56,16 @@ def looks_complete(data: bytes, media_type: str) -> bool:
 
 
 def to_data_uri(data: bytes, media_type: str) -> str:
-    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+    return f"data:{media_type};base64,{pybase64.b64encode(data).decode('ascii')}"
+
+
+def b64_json_fragment(data: bytes) -> orjson.Fragment:
+    """The bytes' base64 as a finished JSON string, for orjson to copy into an answer as is.
+
+    A 2 MB image is 2.7 MB of base64: encoding it with SIMD and never turning it into a Python
+    str (base64 needs no JSON escaping) keeps the event loop free for other requests.
+    """
+    return orjson.Fragment(b'"' + pybase64.b64encode(data) + b'"')
 
 
 def decode_data_uri(uri: str, *, param: str, max_bytes: int) -> bytes:
@@ -71,7 +81,7 @@ def decode_data_uri(uri: str, *, param: str, max_bytes: int) -> bytes:
             f"{param} is larger than the {max_bytes // (1024 * 1024)} MB limit.", param=param
         )
     try:
-        return base64.b64decode(encoded, validate=False)
+        return pybase64.b64decode(encoded, validate=False)
     except (binascii.Error, ValueError):
         raise InvalidRequestError(f"{param} holds invalid base64 data.", param=param) from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -28,6 +29,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         self.requests = Counter(
             "sfproxy_requests_total",
             "HTTP requests answered, by route and status.",
@@ -110,6 +112,24 @@ class Metrics:
             multiprocess_mode="max",
             registry=registry,
         )
+
+    def request_finished(
+        self, route: str, method: str, status: int, seconds: float, overhead: float | None
+    ) -> None:
+        """Count one answered request (labelled children cached: this runs on every one)."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.request_seconds.labels(route),
+                self.overhead_seconds.labels(route),
+            )
+        counted, timed, overhead_timed = children
+        counted.inc()
+        timed.observe(seconds)
+        if overhead is not None:
+            overhead_timed.observe(overhead)
 
     # The upstream client's observer interface.
 

@@ -12,11 +12,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from redis.exceptions import RedisError
 
 from .errors import RateLimitError
+from .generate import NO_WAIT
 from .limits import MINUTE, WindowCounter
 from .metrics import Metrics
 from .settings import ModelPacing
@@ -53,12 +54,17 @@ class ModelPacer:
             budget if budget is not None else self._default.images_per_minute or 0,
         )
 
-    @asynccontextmanager
-    async def slot(self, model: str, images: int) -> AsyncIterator[None]:
+    def slot(self, model: str, images: int) -> AbstractAsyncContextManager[float]:
+        """Wait until the model's limits let a call of `images` images go; give the wait."""
         max_in_flight, per_minute = self.limits(model)
         if not max_in_flight and not per_minute:
-            yield
-            return
+            return NO_WAIT
+        return self._paced(model, images, max_in_flight, per_minute)
+
+    @asynccontextmanager
+    async def _paced(
+        self, model: str, images: int, max_in_flight: int, per_minute: int
+    ) -> AsyncIterator[float]:
         started = time.monotonic()
         deadline = started + self.queue_timeout
         semaphore = self._semaphore(model, max_in_flight) if max_in_flight else None
@@ -70,9 +76,10 @@ class ModelPacer:
         try:
             if per_minute:
                 await self._spend_budget(model, min(images, per_minute), per_minute, deadline)
+            waited = time.monotonic() - started
             if self._metrics is not None:
-                self._metrics.queue_seconds.labels(model).observe(time.monotonic() - started)
-            yield
+                self._metrics.queue_seconds.labels(model).observe(waited)
+            yield waited
         finally:
             if semaphore is not None:
                 semaphore.release()

@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_timeout: float = Field(default=300.0, gt=0)
     upstream_retries: int = Field(default=2, ge=0, le=10)
-    upstream_max_connections: int = Field(default=1000, ge=0)
+    # 0: as many connections as calls in flight. A cap queues calls inside aiohttp, where the
+    # pacing settings below cannot see or bound the wait.
+    upstream_max_connections: int = Field(default=0, ge=0)
     max_body_mb: float = Field(default=32.0, gt=0)
     max_image_mb: float = Field(default=10.0, gt=0)
     cors_origins: Annotated[list[str], NoDecode] = Field(default=["*"])

@@ -12,9 +12,11 @@ import asyncio
 import logging
 import random
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -88,7 +90,7 @@ class SiliconFlowClient:
         connect_timeout: float = 10.0,
         timeout: float = 300.0,
         retry: RetryPolicy | None = None,
-        max_connections: int = 1000,
+        max_connections: int = 0,
         max_download_bytes: int = 64 * 1024 * 1024,
         observer: UpstreamObserver | None = None,
     ) -> None:
@@ -103,6 +105,7 @@ class SiliconFlowClient:
         self._max_download_bytes = max_download_bytes
         self._observer: UpstreamObserver = observer or _NoObserver()
         self._session: aiohttp.ClientSession | None = None
+        self._proxies = EnvironmentProxies()
 
     async def start(self) -> None:
         if self._session is None:
@@ -113,8 +116,9 @@ class SiliconFlowClient:
                 connector=connector,
                 timeout=self._timeout,
                 headers={"User-Agent": f"siliconflow-img-proxy/{__version__}"},
-                # Honour HTTPS_PROXY/NO_PROXY, as servers behind a corporate proxy need.
-                trust_env=True,
+                # trust_env would look up proxies and ~/.netrc in a thread on every request;
+                # the environment's proxies are read once instead (`_proxy_for`).
+                trust_env=False,
             )
 
     async def close(self) -> None:
@@ -217,6 +221,9 @@ class SiliconFlowClient:
         return data, media_type
 
     def _request(self, method: str, url: str, **kwargs: Any) -> _GuardedRequest:
+        proxy = self._proxies.proxy_for(url)
+        if proxy is not None:
+            kwargs["proxy"] = proxy
         return _GuardedRequest(self.session, method, url, self._timeout_seconds, kwargs)
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
@@ -284,6 +291,24 @@ class SiliconFlowClient:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+class EnvironmentProxies:
+    """HTTP(S)_PROXY and NO_PROXY, read once, decided once per host."""
+
+    def __init__(self) -> None:
+        self._proxies = urllib.request.getproxies_environment()
+        self._by_origin: dict[tuple[str, str], str | None] = {}
+
+    def proxy_for(self, url: str) -> str | None:
+        if not self._proxies:
+            return None
+        parts = urlsplit(url)
+        origin = (parts.scheme, parts.netloc)
+        if origin not in self._by_origin:
+            bypass = urllib.request.proxy_bypass(parts.netloc)
+            self._by_origin[origin] = None if bypass else self._proxies.get(parts.scheme)
+        return self._by_origin[origin]
 
 
 class _GuardedRequest:

@@ -6,8 +6,7 @@ import re
 from typing import Annotated, Any
 
 import pydantic_core
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader, HTTPBearer
+from fastapi import Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -18,12 +17,9 @@ from ..observability import note_of
 from ..protocol import ErrorResponse
 from ..services import Services
 
-# Declared for the OpenAPI document only; `ClientKeys` reads the credentials itself.
-_bearer = HTTPBearer(auto_error=False, description="This proxy's key (ALLOW_CLIENT_KEYS).")
-_api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
 
-
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain `def` dependency in a thread, on every request.
     services: Services = request.app.state.services
     return services
 
@@ -31,12 +27,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def authenticate(
-    request: Request,
-    services: ServicesDep,
-    _bearer_doc: Annotated[Any, Security(_bearer)] = None,
-    _header_doc: Annotated[Any, Security(_api_key_header)] = None,
-) -> Client:
+async def authenticate(request: Request, services: ServicesDep) -> Client:
     """The caller, by its proxy key, within its requests-per-minute limit."""
     client = services.keys.authenticate(request)
     if not services.keys.required and request.client is not None:

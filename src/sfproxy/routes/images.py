@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import time
+from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..generate import Generation, ImageJob
-from ..images import EXTENSIONS
-from ..protocol import ImageGenerationRequest, ImageObject, ImagesResponse, ResponseFormat
+from ..images import EXTENSIONS, b64_json_fragment
+from ..protocol import ImageGenerationRequest, ImagesResponse, ResponseFormat
 from ..services import Services
 from .common import (
     ERROR_RESPONSES,
     ClientDep,
     ServicesDep,
-    json_response,
     note_generation,
     note_job,
     public_base_url,
@@ -49,23 +49,35 @@ async def create_images(
 def images_response(
     generation: Generation, response_format: ResponseFormat, services: Services, request: Request
 ) -> Response:
+    """The `ImagesResponse` for a generation, serialised by orjson straight from dicts.
+
+    `ImagesResponse` documents the shape; base64 images do not fit through a pydantic model
+    without being turned into megabyte-long Python strings, so the body is built here.
+    """
     note_generation(request, generation)
     base_url = public_base_url(request, services.settings.public_base_url)
-    data = [
-        ImageObject(b64_json=base64.b64encode(image.data).decode("ascii"), seed=image.seed)
-        if response_format == "b64_json" and image.data is not None
-        else ImageObject(url=services.generator.url_for(image, base_url), seed=image.seed)
-        for image in generation.images
-    ]
+    data: list[dict[str, Any]] = []
+    for image in generation.images:
+        item: dict[str, Any] = (
+            {"b64_json": b64_json_fragment(image.data)}
+            if response_format == "b64_json" and image.data is not None
+            else {"url": services.generator.url_for(image, base_url)}
+        )
+        if image.seed is not None:
+            item["seed"] = image.seed
+        data.append(item)
+    body: dict[str, Any] = {"created": int(time.time()), "data": data}
+    if generation.size is not None:
+        body["size"] = generation.size
     formats = {image.media_type for image in generation.images}
-    media_type = formats.pop() if len(formats) == 1 else None
-    body = ImagesResponse(
-        created=int(time.time()),
-        data=data,
-        size=generation.size,
-        output_format=_output_format(media_type),
+    output_format = _output_format(formats.pop()) if len(formats) == 1 else None
+    if output_format is not None:
+        body["output_format"] = output_format
+    return Response(
+        orjson.dumps(body),
+        media_type="application/json",
+        headers=partial_failure_headers(generation),
     )
-    return json_response(body, headers=partial_failure_headers(generation))
 
 
 def _output_format(media_type: str | None) -> str | None:

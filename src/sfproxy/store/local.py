@@ -10,6 +10,9 @@ from pathlib import Path
 from ..errors import ImageStoreError
 from . import StoredImage, is_valid_name, media_type_of, new_name
 
+# Images up to this size are written from the event loop itself (see `put`).
+INLINE_WRITE_BYTES = 4 * 1024 * 1024
+
 
 class LocalImageStore:
     keeps_images = True
@@ -29,7 +32,12 @@ class LocalImageStore:
     async def put(self, data: bytes, media_type: str) -> str:
         name = new_name(media_type)
         try:
-            await asyncio.to_thread(self._write_atomically, self._path(name), data)
+            if len(data) <= INLINE_WRITE_BYTES:
+                # A write of a few MB into the page cache takes well under a millisecond; a
+                # thread for it costs more, in GIL hand-offs that stall the event loop.
+                self._write_atomically(self._path(name), data)
+            else:
+                await asyncio.to_thread(self._write_atomically, self._path(name), data)
         except OSError as exc:
             raise ImageStoreError(
                 f"The image could not be stored ({exc.strerror or exc.__class__.__name__}); "
@@ -40,12 +48,18 @@ class LocalImageStore:
 
     @staticmethod
     def _write_atomically(path: Path, data: bytes) -> None:
-        path.parent.mkdir(exist_ok=True)
         # Written beside the target and renamed into place: a crash leaves at most a stray
         # temporary file, never a truncated image under a real name.
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        # Names are never reused, so the temporary name is unique too.
+        temporary = path.with_name(f".{path.name}.tmp")
         try:
-            with open(temporary, "wb") as file:
+            try:
+                file = open(temporary, "wb")
+            except FileNotFoundError:
+                # The shard folder's first image (creating it only then spares a mkdir a write).
+                path.parent.mkdir(parents=True, exist_ok=True)
+                file = open(temporary, "wb")
+            with file:
                 file.write(data)
             os.replace(temporary, path)
         except BaseException:
