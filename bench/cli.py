@@ -31,6 +31,7 @@ from .wrk import Wrk
 
 RESULTS = REPO / "bench" / "results"
 DOCS = REPO / "docs" / "benchmarks.md"
+BASELINE = RESULTS / "baseline-before-optimisation.json"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="PATH",
         help="run nothing: print the table (and --write-docs) from a saved run",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=BASELINE,
+        metavar="PATH",
+        help="an earlier run to compare with in the docs (default: the run before optimising)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument(
@@ -100,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(summary(results))
     if args.write_docs:
-        print(f"bench: wrote {write_docs(results, DOCS, plot)}")
+        baseline = json.loads(args.baseline.read_text()) if args.baseline.exists() else None
+        print(f"bench: wrote {write_docs(results, DOCS, plot, baseline)}")
     return 0
 
 

@@ -27,6 +27,7 @@ from .context import (
     image_items,
     poll_healthz,
 )
+from .dependencies import dependencies
 from .metrics import event_loop_lag_max_ms
 from .processes import free_port, service_command, service_env, spawn, wait_ready
 from .wrk import WrkResult
@@ -365,4 +366,5 @@ SCENARIOS: dict[str, Scenario] = {
     "held": held_load,
     "large": large_images,
     "startup": startup,
+    "deps": dependencies,
 }

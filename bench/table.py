@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .dependencies import dependency_rows
 from .report import (
     BASELINE,
     GATEWAY_LABELS,
@@ -158,6 +159,8 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
         table += _held_rows(scenarios["held"], found)
     if "large" in scenarios:
         table += _large_rows(scenarios["large"], found)
+    if "deps" in scenarios:
+        table += dependency_rows(scenarios["deps"])
     if "startup" in scenarios:
         start = scenarios["startup"]
         check = found[("6", "start to first /healthz 200 (median)")]

@@ -319,3 +319,43 @@ def test_plot_series_floor_noise_for_the_log_axis() -> None:
     concurrencies, added = series["service_local"]
     assert concurrencies == [1]
     assert added[0] == pytest.approx(1.3)
+
+
+def deps_scenario() -> dict[str, Any]:
+    return {
+        "concurrency": 64,
+        "image_bytes": 2_000_000,
+        "client_cpu_ms_per_call": {"aiohttp": 0.2, "httpx": 4.0},
+        "base64_stdlib_ms": 4.0,
+        "base64_pybase64_ms": 0.1,
+        "json_pydantic_ms": 2.0,
+        "json_orjson_fragment_ms": 0.25,
+    }
+
+
+def test_dependency_rows_compare_each_choice_with_what_it_replaced() -> None:
+    from bench.dependencies import dependency_rows
+
+    rows = dependency_rows(deps_scenario())
+    assert [row[5] for row in rows] == ["chosen: aiohttp", "chosen: pybase64", "chosen: orjson"]
+    assert "httpx 4.00 ms: 20.0× the cost" in rows[0][3]
+    assert "stdlib 4.00 ms: 40.0× the cost" in rows[1][3]
+    assert "2 MB" in rows[1][1]
+
+
+def test_docs_compare_with_the_baseline_run() -> None:
+    from bench.docs import before_after, render
+
+    before = results()
+    after = results()
+    after["scenarios"]["latency"]["levels"][1]["runs"]["service"] = run(11.0, 22.0)
+    for run_ in (before, after):
+        run_.setdefault("date", "2026-11-25 12:00 UTC")
+        run_.setdefault("command", "python -m bench")
+        run_.setdefault("duration_s", 100.0)
+    comparison = before_after(before, after)
+    assert "| 1 | added p99 at c=64 | 6.00 ms (FAIL) | 2.00 ms (PASS) | ≤ 5 ms |" in comparison
+    page = render(after, None, before)
+    assert "## Before and after the optimisations" in page
+    assert comparison in page
+    assert "## Before and after" not in render(after, None)
