@@ -92,9 +92,10 @@ service and re-measured:
   1,000 generations inside aiohttp for a whole upstream latency: no cap by default now
   (`UPSTREAM_MAX_CONNECTIONS=0`; pacing bounds what reaches SiliconFlow), and `serve` lifts the
   open-file limit.
-- **Image writes in a thread** fought the event loop for the GIL: images up to 4 MB are written
-  from the loop (a page-cache write of well under a millisecond); names come from one
-  `os.urandom` draw per 256 images instead of one each.
+- **Image writes in a thread** fought the event loop for the GIL: images up to 256 KB are
+  written from the loop (a page-cache write of microseconds), larger ones still in a thread
+  (megabyte writes in bursts can meet the kernel's dirty-page throttling, which showed as loop
+  stalls in the large-image scenario); names come from one `os.urandom` draw per 256 images.
 - **Base64 and JSON of `b64_json` answers** (3 ms and 2 ms per 2 MB image on the loop, in one
   block): pybase64 and an orjson fragment, so the base64 is never a Python str.
 - **The cyclic garbage collector** stopped the loop for up to half a second at a time under the

@@ -11,7 +11,7 @@ import pytest
 
 from sfproxy.errors import ImageStoreError
 from sfproxy.store import is_valid_name
-from sfproxy.store.local import LocalImageStore
+from sfproxy.store.local import INLINE_WRITE_BYTES, LocalImageStore
 
 PNG = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(64)
 JPEG = b"\xff\xd8\xff\xe0" + secrets.token_bytes(64)
@@ -47,6 +47,15 @@ async def test_put_then_get_returns_the_same_bytes_and_media_type(store):
     assert png is not None and png.data == PNG and png.media_type == "image/png"
     assert jpeg is not None and jpeg.data == JPEG and jpeg.media_type == "image/jpeg"
     assert png.etag == f'"{png_name.partition(".")[0]}"'
+
+
+async def test_large_images_are_written_the_same_way(store):
+    # Over the inline size the write happens in a thread: same result, same atomicity.
+    large = PNG + secrets.token_bytes(INLINE_WRITE_BYTES)
+    name = await store.put(large, "image/png")
+    stored = await store.get(name)
+    assert stored is not None and stored.data == large
+    assert files_under(store.directory) == [store.directory / name[:2] / name]
 
 
 async def test_a_write_leaves_only_the_image_behind(store):

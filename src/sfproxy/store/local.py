@@ -10,8 +10,9 @@ from pathlib import Path
 from ..errors import ImageStoreError
 from . import StoredImage, is_valid_name, media_type_of, new_name
 
-# Images up to this size are written from the event loop itself (see `put`).
-INLINE_WRITE_BYTES = 4 * 1024 * 1024
+# Images up to this size are written from the event loop itself (see `put`); larger ones in a
+# thread, as a burst of megabyte writes can meet the kernel's dirty-page throttling.
+INLINE_WRITE_BYTES = 256 * 1024
 
 
 class LocalImageStore:
@@ -33,8 +34,8 @@ class LocalImageStore:
         name = new_name(media_type)
         try:
             if len(data) <= INLINE_WRITE_BYTES:
-                # A write of a few MB into the page cache takes well under a millisecond; a
-                # thread for it costs more, in GIL hand-offs that stall the event loop.
+                # A small write into the page cache takes microseconds; a thread for it costs
+                # more, in GIL hand-offs that stall the event loop under load.
                 self._write_atomically(self._path(name), data)
             else:
                 await asyncio.to_thread(self._write_atomically, self._path(name), data)
