@@ -79,3 +79,41 @@ async def event_loop_lag_max_ms(
     except aiohttp.ClientError as error:
         return None, f"n/a ({error.__class__.__name__})"
     return lag_max_from_prometheus(text)
+
+
+def overhead_from_prometheus(text: str, route: str) -> dict[str, float] | None:
+    """The service's own account of its time per request on `route` (its
+    `sfproxy_overhead_seconds`: total minus upstream and queue time), in ms: the mean, and the
+    bucket bound 99% of requests fall within."""
+    total = count = 0.0
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if not line.startswith("sfproxy_overhead_seconds") or f'route="{route}"' not in line:
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        name, value = match["name"], float(match["value"])
+        if name.endswith("_sum"):
+            total = value
+        elif name.endswith("_count"):
+            count = value
+        elif name.endswith("_bucket"):
+            le = _LE.search(match["labels"] or "")
+            if le is not None:
+                buckets.append((float(le["le"]), value))
+    if not count:
+        return None
+    buckets.sort()
+    p99_bound = next((bound for bound, seen in buckets if seen >= 0.99 * count), math.inf)
+    return {"mean_ms": total / count * 1000, "p99_within_ms": p99_bound * 1000}
+
+
+async def metrics_text(session: aiohttp.ClientSession, base_url: str) -> str | None:
+    try:
+        async with session.get(
+            base_url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)
+        ) as response:
+            return await response.text() if response.status == 200 else None
+    except aiohttp.ClientError:
+        return None

@@ -28,7 +28,12 @@ from .context import (
     poll_healthz,
 )
 from .dependencies import dependencies
-from .metrics import event_loop_lag_max_ms
+from .metrics import (
+    event_loop_lag_max_ms,
+    lag_max_from_prometheus,
+    metrics_text,
+    overhead_from_prometheus,
+)
 from .processes import free_port, service_command, service_env, spawn, wait_ready
 from .wrk import WrkResult
 
@@ -232,6 +237,11 @@ async def held_load(ctx: Context) -> dict[str, Any]:
     for name, target in (("direct", direct), ("service", through)):
         result[name] = await _held_run(ctx, name, target, connections, held_seconds, latency)
     result["service_peak_rss_mb"] = service.peak_rss_mb()
+    # The service's own account of the held run: its time per request and its loop's stalls.
+    text = await metrics_text(ctx.session, service.url)
+    if text is not None:
+        result["service_overhead"] = overhead_from_prometheus(text, GENERATIONS)
+        result["service_loop_lag_max_ms"] = lag_max_from_prometheus(text)[0]
     if not ctx.quick:
         # Without the download and the write of each image (no target: the default keeps them).
         passthrough = await ctx.fresh_service("service_held_off", **STORE_OFF)

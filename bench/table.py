@@ -274,6 +274,19 @@ def _held_rows(held: Mapping[str, Any], found: Mapping[tuple[str, str], Check]) 
             f"RSS at the end {held['service_rss_after_mb']:.0f} MB",
         ),
     ]
+    own = held.get("service_overhead")
+    if own is not None:
+        lag = held.get("service_loop_lag_max_ms")
+        table.append(
+            (
+                "4",
+                "held: the service's own time per request (its sfproxy_overhead_seconds)",
+                f"mean {ms(own['mean_ms'])}; 99% within {ms(own['p99_within_ms'])}",
+                f"event-loop lag max {ms(lag)}" if lag is not None else "",
+                "",
+                "",
+            )
+        )
     passthrough = held.get("service_off")
     if passthrough is not None:
         off_added = added_ms(passthrough, direct, "p99")

@@ -359,3 +359,25 @@ def test_docs_compare_with_the_baseline_run() -> None:
     assert "## Before and after the optimisations" in page
     assert comparison in page
     assert "## Before and after" not in render(after, None)
+
+
+def test_the_services_own_overhead_is_read_from_its_metrics() -> None:
+    from bench.metrics import overhead_from_prometheus
+
+    route = "/v1/images/generations"
+    text = "\n".join(
+        [
+            f'sfproxy_overhead_seconds_bucket{{le="0.001",route="{route}"}} 50.0',
+            f'sfproxy_overhead_seconds_bucket{{le="0.002",route="{route}"}} 99.0',
+            f'sfproxy_overhead_seconds_bucket{{le="0.005",route="{route}"}} 100.0',
+            f'sfproxy_overhead_seconds_bucket{{le="+Inf",route="{route}"}} 100.0',
+            f'sfproxy_overhead_seconds_count{{route="{route}"}} 100.0',
+            f'sfproxy_overhead_seconds_sum{{route="{route}"}} 0.15',
+            'sfproxy_overhead_seconds_count{route="/healthz"} 7.0',
+        ]
+    )
+    assert overhead_from_prometheus(text, route) == {
+        "mean_ms": pytest.approx(1.5),
+        "p99_within_ms": pytest.approx(2.0),
+    }
+    assert overhead_from_prometheus(text, "/v1/chat/completions") is None

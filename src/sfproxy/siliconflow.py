@@ -229,14 +229,8 @@ class SiliconFlowClient:
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         try:
             return await response.read()
-        except TimeoutError:
-            raise UpstreamTimeoutError(
-                f"SiliconFlow did not answer within {self._timeout_seconds:g} s."
-            ) from None
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise UpstreamConnectionError(
-                f"SiliconFlow closed the connection mid-answer ({exc.__class__.__name__})."
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_failure(exc, self._timeout_seconds) from None
 
     def _error_for(
         self, status: int, raw: bytes, headers: Any, trace_id: str | None
@@ -328,25 +322,28 @@ class _GuardedRequest:
     async def __aenter__(self) -> aiohttp.ClientResponse:
         try:
             return await self._context.__aenter__()
-        except TimeoutError:
-            raise UpstreamTimeoutError(
-                f"SiliconFlow did not answer within {self._timeout:g} s."
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamConnectionError(
-                f"Could not connect to SiliconFlow ({exc.os_error.__class__.__name__})."
-            ) from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise UpstreamConnectionError(
-                f"The connection to SiliconFlow failed ({exc.__class__.__name__})."
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamBadResponseError(
-                f"SiliconFlow's answer could not be read ({exc.__class__.__name__})."
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_failure(exc, self._timeout) from None
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self._context.__aexit__(*exc_info)
+
+
+def transport_failure(exc: BaseException, timeout: float) -> UpstreamError:
+    """Our error for aiohttp's (or a timeout), wherever in a call it struck."""
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeoutError(f"SiliconFlow did not answer within {timeout:g} s.")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectionError(
+            f"Could not connect to SiliconFlow ({exc.os_error.__class__.__name__})."
+        )
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return UpstreamConnectionError(
+            f"The connection to SiliconFlow failed ({exc.__class__.__name__})."
+        )
+    return UpstreamBadResponseError(
+        f"SiliconFlow's answer could not be read ({exc.__class__.__name__})."
+    )
 
 
 def _since(started: float) -> float:
