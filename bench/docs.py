@@ -119,13 +119,17 @@ _MISSED = """### Targets this machine does not let the service meet
   LiteLLM, the alternative, is an order of magnitude further off at every concurrency.
 - **Added p99 under the held load** (when marked FAIL above): successive runs of this harness
   on this machine landed on both sides of the target. The service's own account of the same run
-  (the row "the service's own time per request") shows where the time is not: its own work per
-  request stays small; the tail comes from what it waits on. With `IMAGE_STORE=local` every
-  generation also downloads its image from the fake upstream, which shares a core with wrk and
-  the harness, so the service's path meets that core's queue twice where the direct call meets
-  it once; the event-loop stalls that remain are young garbage collections and bursts of
-  arrivals. On a machine with a core for the upstream alone, or with real SiliconFlow (whose
-  download is not on the gateway's machine), this part of the figure goes away.
+  (the row "the service's own time per request") shows that its work per request stays small;
+  the tail is the event loop stalling now and then (the same row's lag maximum), and requests
+  that were due meanwhile wait. With two thousand requests in flight, millions of objects are
+  alive, and CPython 3.11's garbage collector pauses the loop while it scans them: logging each
+  collection (a `sitecustomize` with `gc.callbacks`) showed the full collections gone after the
+  tuning above, and the remaining stalls to be young collections, stretched at times when the
+  kernel's loopback networking for all those connections runs on the same core. What would
+  close it: fewer requests in flight per process (`serve --workers N` on more cores), or a
+  Python with an incremental collector. With `IMAGE_STORE=local` every generation also
+  downloads its image from the fake upstream, which shares a core with wrk and the harness;
+  with real SiliconFlow that download is not on the gateway's machine.
 """
 
 
