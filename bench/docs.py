@@ -62,7 +62,10 @@ At higher concurrency with an instant upstream, a gateway that cannot keep up ho
 its queue, so its latency becomes the number in flight divided by its throughput: there, the
 added latency mostly measures CPU time per request, which the table also gives (the gateway's
 own CPU time during the run, from `/proc/PID/stat`, divided by the requests it answered); unlike
-latency, it barely moves when other tenants load the machine.
+latency, it barely moves when other tenants load the machine. The figures judged on a single
+worst case (the worst `/healthz` poll, the event-loop lag maximum, the held load's p99) move
+the most between runs on a shared machine: a target near its limit can pass in one run and
+fail in the next, so compare runs, not single figures.
 
 Run it:
 
