@@ -77,7 +77,17 @@ def test_failed_requests_are_logged_with_their_status(proxy, fake):
         headers={"X-Request-ID": "log-fail-1"},
         timeout=30,
     )
-    assert wait_for_log(proxy, "log-fail-1")["status"] == 503
+    entry = wait_for_log(proxy, "log-fail-1")
+    assert entry["status"] == 503
+    assert entry["error"] == "upstream_unavailable"
+    httpx.post(
+        proxy.api_base + "/images/generations",
+        json={"prompt": "x", "n": 99},
+        headers={"X-Request-ID": "log-fail-2"},
+        timeout=30,
+    )
+    invalid = wait_for_log(proxy, "log-fail-2")
+    assert (invalid["status"], invalid["error"]) == (400, "invalid n")
 
 
 def test_overhead_header_is_total_minus_upstream(proxy, fake):

@@ -29,7 +29,7 @@ from .middleware import (
     PreflightCORSMiddleware,
     error_response,
 )
-from .observability import RequestLogMiddleware, configure_logging
+from .observability import RequestLogMiddleware, configure_logging, note_of
 from .protocol import invalid_request
 from .routes import chat, edits, files, health, images, models, playground
 from .services import Services
@@ -136,12 +136,15 @@ async def _proxy_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProxyError)
     if exc.status_code >= 500:
         logger.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+    note_of(request).error = exc.code or exc.error_type
     return error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return error_response(invalid_request(exc.errors()))
+    error = invalid_request(exc.errors())
+    note_of(request).error = f"invalid {error.param or 'body'}"
+    return error_response(error)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

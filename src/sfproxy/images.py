@@ -90,18 +90,6 @@ def is_data_uri(value: str) -> bool:
     return value[:5].lower() == "data:"
 
 
-def checked_image(data: bytes, *, param: str, max_bytes: int) -> str:
-    """The media type of a client's image, or a 400 saying why it cannot be used."""
-    if len(data) > max_bytes:
-        raise InvalidRequestError(
-            f"{param} is larger than the {max_bytes // (1024 * 1024)} MB limit.", param=param
-        )
-    media_type = sniff_media_type(data)
-    if media_type is None:
-        raise InvalidRequestError(f"{param} is not a PNG, JPEG, WebP or GIF image.", param=param)
-    return media_type
-
-
 def convert_to_png(data: bytes) -> bytes:
     """Re-encode as PNG (CPU work: call it off the event loop)."""
     try:
