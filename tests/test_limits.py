@@ -41,6 +41,8 @@ def test_requests_per_minute_per_key(start):
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     # Another key has its own budget.
     assert generate(proxy, CLIENT_KEYS[1]).status_code == 200
+    metrics = httpx.get(proxy.url + "/metrics").text
+    assert 'sfproxy_rate_limited_total{limit="client_requests_per_minute"} 1.0' in metrics
     with openai.OpenAI(base_url=proxy.api_base, api_key=CLIENT_KEYS[0], max_retries=0) as sdk:
         with pytest.raises(openai.RateLimitError):
             sdk.models.list()
@@ -56,6 +58,8 @@ def test_images_per_day_counts_images_and_refunds_failures(start, fake):
     refused = generate(proxy, key, n=1)
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "client_images_per_day"
+    metrics = httpx.get(proxy.url + "/metrics").text
+    assert 'sfproxy_rate_limited_total{limit="client_images_per_day"} 1.0' in metrics
     assert int(refused.headers["retry-after"]) > 3600
     too_many = generate(proxy, CLIENT_KEYS[1], n=5)
     assert too_many.status_code == 429

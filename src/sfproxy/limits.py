@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from .auth import Client
 from .errors import RateLimitError
+from .metrics import Metrics
 from .settings import ClientQuota
 
 logger = logging.getLogger(__name__)
@@ -160,8 +161,10 @@ class ClientLimits:
         rpm: int,
         images_per_day: int,
         overrides: dict[str, ClientQuota],
+        metrics: Metrics | None = None,
     ) -> None:
         self.counter = counter
+        self._metrics = metrics
         self._default = ClientQuota(rpm=rpm, images_per_day=images_per_day)
         self._overrides = overrides
 
@@ -185,7 +188,7 @@ class ClientLimits:
             return
         admission = await self._acquire(f"rpm:{client.label}", 1, limit, MINUTE)
         if not admission.admitted:
-            raise RateLimitError(
+            raise self._refused(
                 f"Rate limit reached for this key: {limit} requests per minute. "
                 f"Try again in {admission.retry_after:.0f} s.",
                 retry_after=admission.retry_after,
@@ -198,20 +201,27 @@ class ClientLimits:
         if not limit:
             return Reservation(self.counter, key, None)
         if count > limit:
-            raise RateLimitError(
+            raise self._refused(
                 f"This key may generate {limit} images per day; {count} were asked for at once.",
                 param="n",
                 code="client_images_per_day",
             )
         admission = await self._acquire(key, count, limit, DAY)
         if not admission.admitted:
-            raise RateLimitError(
+            raise self._refused(
                 f"Daily image limit reached for this key: {limit} images per 24 hours. "
                 f"Try again in {admission.retry_after / 60:.0f} min.",
                 retry_after=admission.retry_after,
                 code="client_images_per_day",
             )
         return Reservation(self.counter, key, admission.token)
+
+    def _refused(
+        self, message: str, *, code: str, retry_after: float | None = None, param: str | None = None
+    ) -> RateLimitError:
+        if self._metrics is not None:
+            self._metrics.limited.labels(code).inc()
+        return RateLimitError(message, code=code, retry_after=retry_after, param=param)
 
     async def _acquire(self, key: str, amount: int, limit: int, window: float) -> Admission:
         try:

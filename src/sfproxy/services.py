@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .auth import Client, ClientKeys
 from .catalogue import Catalogue, plan_batches
-from .errors import ImageStoreError, ProxyError
+from .errors import ImageStoreError
 from .generate import Generation, ImageGenerator, ImageJob, Progress
 from .inputs import InputImages
 from .limits import ClientLimits, Reservation, WindowCounter, make_counter
@@ -114,17 +114,14 @@ class Services:
                     rpm=settings.client_rpm,
                     images_per_day=settings.client_images_per_day,
                     overrides=settings.client_overrides,
+                    metrics=metrics,
                 ),
             )
 
     async def admit(self, client: Client, job: ImageJob) -> Reservation:
         """Charge the job's images to the client's daily limit, before any work (or 429)."""
         planned = sum(plan_batches(self.catalogue.spec(job.model), job.n, job.batch_size))
-        try:
-            return await self.limits.reserve_images(client, planned)
-        except ProxyError:
-            self.metrics.limited.labels("client_images_per_day").inc()
-            raise
+        return await self.limits.reserve_images(client, planned)
 
     async def generate(
         self, job: ImageJob, reservation: Reservation, progress: Progress | None = None

@@ -11,7 +11,6 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from ..auth import Client
-from ..errors import ProxyError
 from ..generate import Generation, ImageJob
 from ..observability import note_of
 from ..protocol import ErrorResponse
@@ -34,11 +33,7 @@ async def authenticate(request: Request, services: ServicesDep) -> Client:
         # On a public API, limits apply per address rather than to everyone at once.
         client = Client(label=f"ip-{request.client.host}")
     note_of(request).client = client.label
-    try:
-        await services.limits.admit_request(client)
-    except ProxyError:
-        services.metrics.limited.labels("client_requests_per_minute").inc()
-        raise
+    await services.limits.admit_request(client)
     return client
 
 
