@@ -1,4 +1,5 @@
 import pytest
+from pydantic_core import PydanticCustomError
 
 from sfproxy.catalogue import (
     BUILTIN_MODELS,
@@ -8,7 +9,7 @@ from sfproxy.catalogue import (
     plan_batches,
     validate_size,
 )
-from sfproxy.errors import InvalidRequestError
+from sfproxy.validation import invalid_param
 
 from .conftest import OPENAI_SIZES
 
@@ -90,11 +91,15 @@ def test_unknown_models_get_the_size_as_asked():
 @pytest.mark.parametrize(
     "bad", ["abc", "0x0", "99999x99999", "1024", "1024x", "10x10", "0:1", "1:0"]
 )
-def test_bad_sizes_are_refused_naming_the_parameter(bad):
-    with pytest.raises(InvalidRequestError) as caught:
+def test_bad_sizes_are_structured_problems(bad):
+    with pytest.raises(PydanticCustomError) as caught:
         validate_size(bad)
-    assert caught.value.param == "size"
-    assert bad in caught.value.message
+    assert caught.value.type in {"invalid_size", "size_out_of_range", "invalid_aspect_ratio"}
+    assert caught.value.context is not None and caught.value.context["value"] == bad
+    # The problem never names a parameter: the mapper does, as the client spelled it.
+    error = invalid_param("aspect_ratio", caught.value)
+    assert error.param == "aspect_ratio"
+    assert error.message.startswith(f"Invalid 'aspect_ratio': '{bad}'")
 
 
 def test_valid_sizes_pass_validation():

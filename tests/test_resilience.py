@@ -22,20 +22,38 @@ def generate(proxy, **body) -> httpx.Response:
     )
 
 
-@pytest.mark.parametrize(
-    ("fault", "params"),
-    [
-        ("status", {"status": 500}),
-        ("status", {"status": 502}),
-        ("status", {"status": 503}),
-        ("status", {"status": 504}),
-        ("hang", {"seconds": 5}),
-        ("drop", {}),
-    ],
-)
-def test_one_transient_failure_is_retried_to_success(retrying, fake, fault, params):
+def test_an_overloaded_model_is_retried_to_success(retrying, fake):
+    # A 503 says the work was not done: nothing was billed, so trying again is free.
+    fake.add_fault("status", status=503)
+    response = generate(retrying)
+    assert response.status_code == 200, response.text
+    assert len(fake.requests) == 2
+
+
+UNSURE_FAULTS = [
+    ("status", {"status": 500}, 502),
+    ("status", {"status": 502}, 502),
+    ("status", {"status": 504}, 503),
+    ("hang", {"seconds": 5}, 504),
+    ("drop", {}, 502),
+]
+
+
+@pytest.mark.parametrize(("fault", "params", "status"), UNSURE_FAULTS)
+def test_a_call_that_may_have_been_billed_is_not_retried(retrying, fake, fault, params, status):
     fake.add_fault(fault, **params)
     response = generate(retrying)
+    assert response.status_code == status, response.text
+    assert len(fake.requests) == 1
+    # The service did not retry, and says so: an SDK retry could pay for a second image.
+    assert response.headers["x-should-retry"] == "false"
+
+
+@pytest.mark.parametrize(("fault", "params", "status"), UNSURE_FAULTS)
+def test_unsure_calls_are_retried_when_the_operator_allows_it(start, fake, fault, params, status):
+    proxy = start(UPSTREAM_RETRIES="2", UPSTREAM_TIMEOUT="1", UPSTREAM_RETRY_UNSURE="true")
+    fake.add_fault(fault, **params)
+    response = generate(proxy)
     assert response.status_code == 200, response.text
     assert len(fake.requests) == 2
 

@@ -30,20 +30,24 @@ from .middleware import (
     error_response,
 )
 from .observability import RequestLogMiddleware, configure_logging, note_of
-from .protocol import invalid_request
 from .routes import chat, edits, files, health, images, models, playground
 from .services import Services
 from .settings import Settings, load_settings
+from .siliconflow import SessionFactory
+from .validation import invalid_request
 
 logger = logging.getLogger("sfproxy")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, upstream_session: SessionFactory | None = None) -> FastAPI:
+    """The service; `upstream_session` builds the SiliconFlow client's session (for tests)."""
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Services.running(settings, metrics) as services:
+        async with Services.running(
+            settings, metrics, upstream_session=upstream_session
+        ) as services:
             app.state.services = services
             tune_garbage_collector()
             if not settings.client_keys:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import InvalidRequestError
+from .validation import problem
 
 # Tuning parameters, by their SiliconFlow names.
 TUNING_PARAMS = frozenset(
@@ -163,31 +163,35 @@ class Catalogue:
         return [spec.id for spec in self.listed if spec.takes_images]
 
 
-def parse_size(text: str, *, param: str = "size") -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     match = _SIZE.match(text)
     if match is None:
-        raise InvalidRequestError(
-            f"Invalid {param} {text!r}: expected WIDTHxHEIGHT such as 1024x1024, "
-            "an aspect ratio such as 16:9, or auto.",
-            param=param,
+        raise problem(
+            "invalid_size",
+            "'{value}' is not WIDTHxHEIGHT such as 1024x1024, an aspect ratio such as 16:9, "
+            "or auto",
+            value=text,
         )
     width, height = int(match[1]), int(match[2])
     if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
-        raise InvalidRequestError(
-            f"Invalid {param} {text!r}: width and height must each be between "
-            f"{MIN_SIDE} and {MAX_SIDE} pixels.",
-            param=param,
+        raise problem(
+            "size_out_of_range",
+            "'{value}': width and height must each be between {min} and {max} pixels",
+            value=text,
+            min=MIN_SIDE,
+            max=MAX_SIDE,
         )
     return width, height
 
 
-def parse_ratio(text: str, *, param: str) -> float:
+def parse_ratio(text: str) -> float:
     match = _RATIO.match(text)
     ratio = float(match[1]) / float(match[2]) if match and float(match[2]) else 0.0
     if not 0.1 <= ratio <= 10:
-        raise InvalidRequestError(
-            f"Invalid {param} {text!r}: expected an aspect ratio such as 16:9 or 3:4.",
-            param=param,
+        raise problem(
+            "invalid_aspect_ratio",
+            "'{value}' is not an aspect ratio such as 16:9 or 3:4",
+            value=text,
         )
     return ratio
 
@@ -196,18 +200,21 @@ def is_ratio(text: str) -> bool:
     return ":" in text
 
 
-def validate_size(text: str | None, *, param: str = "size") -> str | None:
-    """Check a client's `size` early, so a bad one is a 400 before any upstream work."""
+def validate_size(text: str | None) -> str | None:
+    """Check a client's `size` early, so a bad one is a 400 before any upstream work.
+
+    Raises a `PydanticCustomError` problem, which validators and the corridor report.
+    """
     if text is None or text.strip().lower() == "auto":
         return None
     if is_ratio(text):
-        parse_ratio(text, param=param)
+        parse_ratio(text)
     else:
-        parse_size(text, param=param)
+        parse_size(text)
     return text.strip()
 
 
-def fit_size(spec: ModelSpec, requested: str | None, *, param: str = "size") -> str | None:
+def fit_size(spec: ModelSpec, requested: str | None) -> str | None:
     """The `image_size` to send for a requested size, aspect ratio, `auto` or nothing.
 
     Known models get the supported size with the nearest aspect ratio (ties: nearest pixel
@@ -218,10 +225,10 @@ def fit_size(spec: ModelSpec, requested: str | None, *, param: str = "size") -> 
     if requested is None or requested.strip().lower() == "auto":
         return spec.default_size
     if is_ratio(requested):
-        ratio = parse_ratio(requested, param=param)
+        ratio = parse_ratio(requested)
         area = _PASSTHROUGH_AREA
     else:
-        width, height = parse_size(requested, param=param)
+        width, height = parse_size(requested)
         ratio, area = width / height, width * height
         if not spec.sizes:
             return f"{width}x{height}"

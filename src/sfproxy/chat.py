@@ -1,54 +1,33 @@
-"""Image generation in a chat: the prompt from the conversation, the answer as Markdown.
+"""Image generation in a chat: the image job a conversation asks for.
 
-The prompt is always the latest `user` message (a string, or its text parts joined). The answer
-is one `![image](URL)` per image, separated by blank lines, with the same images in
-`message.images` for clients that read OpenRouter's field. Streaming answers are Server-Sent
-Events: the role chunk at once, `: keepalive` comments while SiliconFlow works, then the
-Markdown, the stop chunk, optional usage, and `data: [DONE]`.
+The prompt is always the latest `user` message (a string, or its text parts joined), less any
+`--option value` typed into it. Edit models work on the images attached to that message, or on
+the conversation's latest image. The answer is rendered by `render/chat.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import logging
 import re
-import secrets
-import time
-from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pydantic_core
 from pydantic import ValidationError
 
-from .errors import InvalidRequestError, ProxyError
-from .generate import Generation, ImageGenerator, ImageJob
-from .images import convert_to_png, to_data_uri
+from .errors import InvalidRequestError
+from .generate import ImageJob, Plan
 from .inputs import InputImages
 from .protocol import (
-    AssistantMessage,
-    ChatChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
-    ChunkChoice,
-    ChunkDelta,
     ImageParams,
     ImagePart,
-    ImageRef,
     ResponseFormat,
     TextPart,
-    Usage,
 )
+from .validation import invalid_request
 
-logger = logging.getLogger(__name__)
-
-# Chat clients render only these data URIs inline (Cherry Studio drops the rest).
-MARKDOWN_DATA_TYPES = ("image/png", "image/jpeg")
-DONE = b"data: [DONE]\n\n"
-KEEPALIVE = b": keepalive\n\n"
+if TYPE_CHECKING:
+    from .corridor import Corridor
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +142,14 @@ _EXAMPLES = {
 }
 
 
+_OPTION_BY_PARAM = {param: name for name, param in INLINE_OPTIONS.items()}
+
+
+def _inline_spelling(location: tuple[str | int, ...]) -> str:
+    param = str(location[0]) if location else ""
+    return f"--{_OPTION_BY_PARAM.get(param, param)}"
+
+
 def with_inline_options(
     params: ChatCompletionRequest, options: dict[str, str]
 ) -> ChatCompletionRequest:
@@ -173,14 +160,11 @@ def with_inline_options(
     try:
         parsed = ImageParams.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        alias = str(error["loc"][0]) if error["loc"] else ""
-        name = next((key for key, value in INLINE_OPTIONS.items() if value == alias), alias)
-        reason = str(error["msg"]).removeprefix("Value error, ")
-        raise InvalidRequestError(
-            f"Invalid inline option --{name} {options.get(name, '')!r}: {reason}. "
-            f"Example: {_EXAMPLES.get(name, '')}",
-            param="messages",
+        raise invalid_request(
+            exc.errors(),
+            spell=_inline_spelling,
+            reported_as="messages",
+            hint=lambda option: f"Example: {_EXAMPLES.get(option.removeprefix('--'), '')}",
         ) from None
     update: dict[str, Any] = {field: getattr(parsed, field) for field in parsed.model_fields_set}
     # A size typed in the prompt is the latest word on size, whatever the body said.
@@ -191,14 +175,14 @@ def with_inline_options(
     return params.model_copy(update=update)
 
 
-async def chat_job(
+async def chat_plan(
     body: ChatCompletionRequest,
     *,
-    generator: ImageGenerator,
+    corridor: Corridor,
     inputs: InputImages,
     default_response_format: ResponseFormat,
-) -> ImageJob:
-    """The image job a chat request asks for, checked before any streaming starts."""
+) -> Plan:
+    """The plan of the image job a chat request asks for, checked before any streaming starts."""
     turn = latest_user_turn(body.messages)
     prompt, options = inline_options(turn.text)
     params = with_inline_options(body, options)
@@ -206,7 +190,7 @@ async def chat_job(
         raise InvalidRequestError(
             "The latest user message has no text to use as the image prompt.", param="messages"
         )
-    catalogue = generator.catalogue
+    catalogue = corridor.generator.catalogue
     spec = catalogue.spec(params.model or catalogue.default_model)
     references = turn.images
     if not references and spec.requires_images:
@@ -220,150 +204,9 @@ async def chat_job(
         default_response_format=default_response_format,
         images=references,
     )
-    generator.check(job)
+    # Checked with the references as sent, before any of them is decoded.
+    plan = corridor.prepare(job)
     if not references:
-        return job
+        return plan
     images = [await inputs.from_reference(ref, param="messages") for ref in references]
-    return dataclasses.replace(job, images=tuple(images))
-
-
-def new_completion_id() -> str:
-    return f"chatcmpl-{secrets.token_hex(12)}"
-
-
-@dataclass(frozen=True, slots=True)
-class ChatAnswer:
-    content: str
-    images: list[ImageRef]
-
-
-async def answer_for(
-    generation: Generation,
-    generator: ImageGenerator,
-    response_format: ResponseFormat,
-    base_url: str,
-) -> ChatAnswer:
-    """The Markdown (and image list) for a finished generation."""
-    links = [
-        await _data_uri(image.data, image.media_type)
-        if response_format == "b64_json" and image.data is not None
-        else generator.url_for(image, base_url)
-        for image in generation.images
-    ]
-    content = "\n\n".join(f"![image]({link})" for link in links)
-    if generation.failures:
-        content += (
-            f"\n\n> {generation.failed_calls} of {generation.calls} image requests failed: "
-            f"{generation.failures[0].message}"
-        )
-    images = [ImageRef(image_url={"url": link}) for link in links]
-    return ChatAnswer(content=content, images=images)
-
-
-async def _data_uri(data: bytes, media_type: str | None) -> str:
-    if media_type not in MARKDOWN_DATA_TYPES:
-        data = await asyncio.to_thread(convert_to_png, data)
-        media_type = "image/png"
-    return to_data_uri(data, media_type)
-
-
-def completion(
-    answer: ChatAnswer, *, completion_id: str, created: int, model: str, provider: str
-) -> ChatCompletion:
-    return ChatCompletion(
-        id=completion_id,
-        created=created,
-        model=model,
-        provider=provider,
-        choices=[
-            ChatChoice(message=AssistantMessage(content=answer.content, images=answer.images))
-        ],
-        usage=Usage(),
-    )
-
-
-class ChatStream:
-    """Writes one streamed chat answer as Server-Sent Events (no `event:` lines)."""
-
-    def __init__(
-        self, *, completion_id: str, model: str, provider: str, include_usage: bool
-    ) -> None:
-        self.completion_id = completion_id
-        self.created = int(time.time())
-        self.model = model
-        self.provider = provider
-        self.include_usage = include_usage
-
-    def chunk(
-        self,
-        delta: ChunkDelta | None = None,
-        *,
-        finish: bool = False,
-        usage: Usage | None = None,
-    ) -> bytes:
-        choices = (
-            []
-            if delta is None
-            else [ChunkChoice(delta=delta, finish_reason="stop" if finish else None)]
-        )
-        chunk = ChatCompletionChunk(
-            id=self.completion_id,
-            created=self.created,
-            model=self.model,
-            provider=self.provider,
-            choices=choices,
-            usage=usage,
-        )
-        exclude = None if self.include_usage else {"usage"}
-        return b"data: " + pydantic_core.to_json(chunk, exclude=exclude) + b"\n\n"
-
-    @staticmethod
-    def error(exc: ProxyError) -> bytes:
-        return b"data: " + pydantic_core.to_json(exc.envelope()) + b"\n\n"
-
-    async def events(
-        self,
-        work: Coroutine[Any, Any, ChatAnswer],
-        *,
-        keepalive: float,
-        progress: asyncio.Queue[str] | None = None,
-    ) -> AsyncIterator[bytes]:
-        # The role chunk goes out before any work, so clients see the answer has started.
-        yield self.chunk(ChunkDelta(role="assistant", content=""))
-        task = asyncio.ensure_future(work)
-        try:
-            while not task.done():
-                waiting: set[asyncio.Future[Any]] = {task}
-                next_line = asyncio.ensure_future(progress.get()) if progress else None
-                if next_line is not None:
-                    waiting.add(next_line)
-                done, _ = await asyncio.wait(
-                    waiting, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
-                )
-                if next_line is not None and next_line in done:
-                    yield self.chunk(ChunkDelta(reasoning_content=next_line.result() + "\n"))
-                elif next_line is not None:
-                    next_line.cancel()
-                if not done:
-                    yield KEEPALIVE
-            while progress is not None and not progress.empty():
-                yield self.chunk(ChunkDelta(reasoning_content=progress.get_nowait() + "\n"))
-            try:
-                answer = task.result()
-            except ProxyError as exc:
-                yield self.error(exc)
-                yield DONE
-                return
-            except Exception:
-                logger.exception("streamed chat answer failed")
-                yield self.error(ProxyError("The server had an error while generating images."))
-                yield DONE
-                return
-            yield self.chunk(ChunkDelta(content=answer.content, images=answer.images))
-            yield self.chunk(ChunkDelta(), finish=True)
-            if self.include_usage:
-                yield self.chunk(usage=Usage())
-            yield DONE
-        finally:
-            if not task.done():
-                task.cancel()
+    return plan.with_images(tuple(images))

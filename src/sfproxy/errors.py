@@ -11,6 +11,8 @@ them as OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
     ├── NotFoundError                  404 invalid_request_error
     ├── MethodNotAllowedError          405 invalid_request_error
     ├── RateLimitError                 429 rate_limit_error         (client limits, queue waits)
+    ├── DeadlineError                  504 server_error             (REQUEST_TIMEOUT_SECONDS)
+    ├── ShuttingDownError              503 server_error             (the server is stopping)
     ├── ImageStoreError                503 server_error             (the image store failed)
     └── UpstreamError                  502 upstream_error           (anything SiliconFlow did)
         ├── UpstreamRejectedError      400 invalid_request_error    (SiliconFlow said 400)
@@ -109,6 +111,26 @@ class RateLimitError(ProxyError):
     default_code = "rate_limit_exceeded"
 
 
+class DeadlineError(ProxyError):
+    status_code = 504
+    error_type = "server_error"
+    default_code = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        # The generation may still finish: an identical request takes it over (see corridor).
+        self.retries_exhausted = True
+
+
+class ShuttingDownError(ProxyError):
+    status_code = 503
+    error_type = "server_error"
+    default_code = "shutting_down"
+
+    def __init__(self, message: str = "The server is shutting down; try again.") -> None:
+        super().__init__(message, retry_after=1.0)
+
+
 class ImageStoreError(ProxyError):
     status_code = 503
     error_type = "server_error"
@@ -134,10 +156,16 @@ class UpstreamError(ProxyError):
         retry_after: float | None = None,
         upstream_status: int | None = None,
         trace_id: str | None = None,
+        maybe_billed: bool = True,
     ) -> None:
+        if trace_id:
+            message = f"{message} (SiliconFlow trace id {trace_id})"
         super().__init__(message, param=param, code=code, retry_after=retry_after)
         self.upstream_status = upstream_status
         self.trace_id = trace_id
+        # Whether SiliconFlow may have done (and billed) the work: a request that was sent and
+        # got no answer saying it was not done. Such a call is not retried by default.
+        self.maybe_billed = maybe_billed
 
 
 class UpstreamRejectedError(UpstreamError):

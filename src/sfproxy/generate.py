@@ -1,14 +1,20 @@
-"""The one path from an image request to kept images, shared by every endpoint.
+"""Making the images of a plan: upstream calls, their retries, and keeping what they made.
 
-An `ImageJob` (what the client wants, already validated) is checked against the model's
-catalogue entry, planned into upstream calls (batched where the model allows), run
-concurrently up to `PARALLEL_CALLS`, and each resulting image is downloaded once and put in
-the image store. Calls that fail are reported beside the images that succeeded.
+A `Plan` (see `corridor.py`) is run as its upstream calls (batched where the model allows),
+concurrently up to `PARALLEL_CALLS`; each resulting image is downloaded once and put in the
+image store. Calls that fail are reported beside the images that succeeded.
+
+Money is decided here, call by call: a generation is tried again only when the failure proves
+nothing was made (`RetryPolicy.allows`), never past the request's deadline, and never once
+its client has left. When the client leaves, calls still waiting for a concurrency or pacing
+slot (or in back-off) are cancelled before they reach SiliconFlow; a call already there runs
+to its end and its image is kept, for an identical request to take over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -16,14 +22,14 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .catalogue import Catalogue, ModelSpec, fit_size, plan_batches
-from .errors import ImageStoreError, InvalidRequestError, ProxyError
+from .catalogue import Catalogue, ModelSpec, fit_size
+from .errors import ImageStoreError, ProxyError, UpstreamError
 from .protocol import ImageParams, ResponseFormat
-from .siliconflow import SiliconFlowClient
+from .siliconflow import MAX_RETRY_WAIT, SiliconFlowClient
 from .store import ImageStore
 
 MAX_SEED = 9_999_999_999
-_INPUT_IMAGE_FIELDS = ("image", "image2", "image3")
+INPUT_IMAGE_FIELDS = ("image", "image2", "image3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,8 @@ class Generation:
     # Wall time with a SiliconFlow call (or download) in flight, and waiting for pacing.
     upstream_seconds: float = 0.0
     queue_seconds: float = 0.0
+    # SiliconFlow's trace ids (x-siliconcloud-trace-id), for the request log.
+    trace_ids: list[str] = field(default_factory=list)
 
     @property
     def failed_calls(self) -> int:
@@ -191,19 +199,75 @@ class _Clock:
         return total
 
 
-@dataclass(slots=True)
-class _Run:
-    """One job in progress: its calls share a concurrency limit, clocks and progress."""
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A job checked against its model, and the upstream calls it takes: made once."""
 
     job: ImageJob
     spec: ModelSpec
     payload: dict[str, Any]
-    requested: int
+    size: str | None
+    batches: tuple[int, ...]
+
+    @property
+    def requested(self) -> int:
+        return sum(self.batches)
+
+    def with_images(self, images: tuple[str, ...]) -> Plan:
+        """The same plan with its input images made ready for SiliconFlow (data URIs)."""
+        payload = {
+            key: value for key, value in self.payload.items() if key not in INPUT_IMAGE_FIELDS
+        }
+        payload.update(zip(INPUT_IMAGE_FIELDS, images, strict=False))
+        job = dataclasses.replace(self.job, images=images)
+        return dataclasses.replace(self, job=job, payload=payload)
+
+
+class Abandoned(Exception):
+    """A call that did not start because nobody waits for its images any more."""
+
+
+@dataclass(slots=True)
+class Calls:
+    """One plan's calls in progress: their shared limit, clocks, deadline and progress.
+
+    `abandon()` is what happens when the last client waiting for them leaves.
+    """
+
+    plan: Plan
+    deadline: float
     limit: asyncio.Semaphore
-    report: Progress
+    report: Progress = _silent
     upstream: _Clock = field(default_factory=lambda: _Clock())
     queue: _Clock = field(default_factory=lambda: _Clock())
+    trace_ids: list[str] = field(default_factory=list)
     done: int = 0
+    abandoned: bool = False
+    # Tasks of calls not yet at SiliconFlow: queued for a slot, or waiting to retry.
+    _waiting: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        for task in list(self._waiting):
+            task.cancel()
+
+    def resume(self) -> None:
+        """A client took the calls over: retries may go on (cancelled calls stay cancelled)."""
+        self.abandoned = False
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def _enter_wait(self) -> asyncio.Task[Any]:
+        if self.abandoned:
+            raise Abandoned
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        return task
+
+    def _leave_wait(self, task: asyncio.Task[Any]) -> None:
+        self._waiting.discard(task)
 
 
 class ImageGenerator:
@@ -226,78 +290,45 @@ class ImageGenerator:
         self.observer: Observer = observer or _Unobserved()
         self._random_seed = random_seed
 
-    def check(self, job: ImageJob) -> ModelSpec:
-        """Refuse, before any upstream work, what the model cannot do."""
-        spec = self.catalogue.spec(job.model)
-        count = len(job.images)
-        if count and not spec.takes_images:
-            takers = ", ".join(self.catalogue.image_models()) or "none are listed"
-            raise InvalidRequestError(
-                f"Model {job.model} does not take input images. Models that do: {takers}.",
-                param="image",
-            )
-        if count < spec.min_images:
-            raise InvalidRequestError(
-                f"Model {job.model} edits images: send {spec.min_images} to "
-                f"{spec.max_images} input image(s) (POST /v1/images/edits, or attach one in chat).",
-                param="image",
-            )
-        if spec.max_images is not None and count > spec.max_images:
-            raise InvalidRequestError(
-                f"Model {job.model} takes at most {spec.max_images} input image(s); "
-                f"{count} were sent.",
-                param="image",
-            )
-        if count > len(_INPUT_IMAGE_FIELDS):
-            raise InvalidRequestError(
-                f"At most {len(_INPUT_IMAGE_FIELDS)} input images can be sent; {count} were.",
-                param="image",
-            )
-        return spec
-
     def payload_for(self, job: ImageJob, spec: ModelSpec) -> tuple[dict[str, Any], str | None]:
         """The upstream body shared by every call of the job, and the image_size it holds."""
         payload: dict[str, Any] = {"model": job.model, "prompt": job.prompt}
-        if spec.takes_image_size:
-            size = job.image_size or fit_size(spec, job.size)
-        else:
-            size = None
+        size = (job.image_size or fit_size(spec, job.size)) if spec.takes_image_size else None
         if size is not None:
             payload["image_size"] = size
         for param in ("num_inference_steps", "guidance_scale", "cfg", "negative_prompt"):
             value = getattr(job, param)
             if value is not None and spec.accepts(param):
                 payload[param] = value
-        for name, image in zip(_INPUT_IMAGE_FIELDS, job.images, strict=False):
+        for name, image in zip(INPUT_IMAGE_FIELDS, job.images, strict=False):
             payload[name] = image
         return payload, size
 
-    async def run(self, job: ImageJob, progress: Progress | None = None) -> Generation:
-        spec = self.check(job)
-        payload, size = self.payload_for(job, spec)
-        batches = plan_batches(spec, job.n, job.batch_size)
-        run = _Run(
-            job=job,
-            spec=spec,
-            payload=payload,
-            requested=sum(batches),
+    def calls_for(self, plan: Plan, deadline: float, progress: Progress | None = None) -> Calls:
+        return Calls(
+            plan=plan,
+            deadline=deadline,
             limit=asyncio.Semaphore(self.parallel_calls),
             report=progress or _silent,
         )
-        run.report(
-            f"generating {run.requested} image{'s' if run.requested > 1 else ''} with "
-            f"{job.model}{f' at {size}' if size else ''}…"
+
+    async def run(self, calls: Calls) -> Generation:
+        plan = calls.plan
+        job = plan.job
+        calls.report(
+            f"generating {plan.requested} image{'s' if plan.requested > 1 else ''} with "
+            f"{job.model}{f' at {plan.size}' if plan.size else ''}…"
         )
         outcomes: list[list[GeneratedImage] | BaseException]
-        if len(batches) == 1:
+        if len(plan.batches) == 1:
             # The common case: awaited in place, without a task to schedule.
             try:
-                outcomes = [await self._call(run, 0, batches[0])]
-            except ProxyError as exc:
+                outcomes = [await self._call(calls, 0, plan.batches[0])]
+            except (ProxyError, Abandoned) as exc:
                 outcomes = [exc]
         else:
             outcomes = await asyncio.gather(
-                *(self._call(run, index, count) for index, count in enumerate(batches)),
+                *(self._call(calls, index, count) for index, count in enumerate(plan.batches)),
                 return_exceptions=True,
             )
         images: list[GeneratedImage] = []
@@ -305,60 +336,103 @@ class ImageGenerator:
         for outcome in outcomes:
             if isinstance(outcome, ProxyError):
                 failures.append(outcome)
+            elif isinstance(outcome, Abandoned | asyncio.CancelledError):
+                continue
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
                 images.extend(outcome)
         if not images:
-            raise failures[0]
+            if failures:
+                raise failures[0]
+            raise Abandoned
         self.observer.generated(job.model, len(images))
         return Generation(
             model=job.model,
-            size=size,
+            size=plan.size,
             images=images,
-            requested=run.requested,
-            calls=len(batches),
+            requested=plan.requested,
+            calls=len(plan.batches),
             failures=failures,
-            upstream_seconds=run.upstream.total(),
-            queue_seconds=run.queue.total(),
+            upstream_seconds=calls.upstream.total(),
+            queue_seconds=calls.queue.total(),
+            trace_ids=calls.trace_ids,
         )
 
-    async def _call(self, run: _Run, index: int, count: int) -> list[GeneratedImage]:
-        """One upstream call of a job (`count` images), and keeping what it made."""
-        job = run.job
-        body = dict(run.payload)
+    async def _call(self, calls: Calls, index: int, count: int) -> list[GeneratedImage]:
+        """One upstream call of a plan (`count` images), its retries, and keeping what it made."""
+        job = calls.plan.job
+        body = dict(calls.plan.payload)
         if count > 1:
             body["batch_size"] = count
-        if run.spec.accepts("seed"):
+        if calls.plan.spec.accepts("seed"):
             # Seed + i keeps a seeded request reproducible while its images differ.
             body["seed"] = (
                 (job.seed + index) % (MAX_SEED + 1) if job.seed is not None else self._random_seed()
             )
         try:
-            async with run.limit:
-                async with self.pacer.slot(job.model, count) as waited:
-                    run.queue.add(waited)
-                    with run.upstream.measure():
-                        result = await self.client.generate(body)
-                seed = result.seed if result.seed is not None else body.get("seed")
-                urls = result.urls[:count]
-                kept = (
-                    [await self._keep(urls[0], job, seed, run.upstream)]
-                    if len(urls) == 1
-                    else await asyncio.gather(
-                        *(self._keep(url, job, seed, run.upstream) for url in urls)
-                    )
+            result = await self._generate(calls, body, count)
+            seed = result.seed if result.seed is not None else body.get("seed")
+            urls = result.urls[:count]
+            kept = (
+                [await self._keep(urls[0], job, seed, calls.upstream)]
+                if len(urls) == 1
+                else await asyncio.gather(
+                    *(self._keep(url, job, seed, calls.upstream) for url in urls)
                 )
+            )
         except ProxyError as exc:
-            run.report(f"an image request failed: {exc.message}")
+            calls.report(f"an image request failed: {exc.message}")
             raise
-        run.done += len(kept)
-        run.report(
-            f"image {run.done}/{run.requested} done"
+        calls.done += len(kept)
+        calls.report(
+            f"image {calls.done}/{calls.plan.requested} done"
             if count == 1
-            else f"{run.done}/{run.requested} images done"
+            else f"{calls.done}/{calls.plan.requested} images done"
         )
         return list(kept)
+
+    async def _generate(self, calls: Calls, body: dict[str, Any], count: int) -> Any:
+        """The upstream generation, tried again only when that cannot pay twice."""
+        model = calls.plan.job.model
+        policy = self.client.retry
+        attempt = 0
+        while True:
+            task = calls._enter_wait()
+            try:
+                async with calls.limit:
+                    async with self.pacer.slot(model, count) as waited:
+                        # From here the call is SiliconFlow's: it is no longer cancelled.
+                        calls._leave_wait(task)
+                        calls.queue.add(waited)
+                        try:
+                            with calls.upstream.measure():
+                                result = await self.client.generate(body)
+                        except UpstreamError as exc:
+                            failure = exc
+                        else:
+                            if result.trace_id:
+                                calls.trace_ids.append(result.trace_id)
+                            return result
+            finally:
+                calls._leave_wait(task)
+            if failure.trace_id:
+                calls.trace_ids.append(failure.trace_id)
+            wait = policy.delay(attempt, failure.retry_after)
+            if (
+                calls.abandoned
+                or not policy.allows(failure, attempt)
+                or wait > min(MAX_RETRY_WAIT, calls.remaining())
+            ):
+                failure.retries_exhausted = failure.retryable
+                raise failure
+            attempt += 1
+            self.client.note_retry("generate", model, failure, attempt, wait)
+            task = calls._enter_wait()
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                calls._leave_wait(task)
 
     async def _keep(
         self, url: str, job: ImageJob, seed: int | None, clock: _Clock

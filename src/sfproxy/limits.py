@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .auth import Client
@@ -46,6 +49,10 @@ class WindowCounter(Protocol):
 
     async def refund(self, key: str, token: str) -> None: ...
 
+    async def adjust(self, key: str, token: str, amount: int) -> str:
+        """Change an admitted entry's amount, keeping its place in the window; the new token."""
+        ...
+
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -73,6 +80,15 @@ class MemoryWindows:
         entries = self._entries.get(key)
         if entries:
             self._entries[key] = deque(entry for entry in entries if entry[2] != token)
+
+    async def adjust(self, key: str, token: str, amount: int) -> str:
+        entries = self._entries.get(key)
+        if entries:
+            self._entries[key] = deque(
+                (stamp, amount, own) if own == token else (stamp, held, own)
+                for stamp, held, own in entries
+            )
+        return token
 
     async def ping(self) -> None:
         pass
@@ -122,14 +138,37 @@ return {0, tostring(window)}
 """
 
 
+# Replace member "token:old" by "token:new" at the same score, if it is still in the window.
+_ADJUST = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], score, ARGV[2])
+return 1
+"""
+
+# Redis answers in well under a millisecond: a call that waits this long is a hung server.
+REDIS_TIMEOUT = 2.0
+
+
 class RedisWindows:
     """Counters shared by every instance that uses the same Redis."""
 
     def __init__(self, url: str, *, prefix: str = "sfproxy:") -> None:
         self._redis = aioredis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+            url,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            health_check_interval=30,
+            # After a Redis restart a pooled connection is dead: one more try, on a new
+            # connection, instead of failing (and letting through uncounted) that request.
+            # Timeouts are not retried, so a hung Redis costs a request one timeout at most.
+            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
         )
         self._acquire = self._redis.register_script(_ACQUIRE)
+        self._adjust = self._redis.register_script(_ADJUST)
         self._prefix = prefix
 
     async def acquire(self, key: str, amount: int, limit: int, window: float) -> Admission:
@@ -143,6 +182,11 @@ class RedisWindows:
 
     async def refund(self, key: str, token: str) -> None:
         await self._redis.zrem(self._prefix + key, token)
+
+    async def adjust(self, key: str, token: str, amount: int) -> str:
+        adjusted = f"{token.rsplit(':', 1)[0]}:{amount}"
+        await self._adjust(keys=[self._prefix + key], args=[token, adjusted])
+        return adjusted
 
     async def ping(self) -> None:
         await self._redis.ping()
@@ -186,7 +230,12 @@ class ClientLimits:
         limit = self.quota(client).rpm
         if not limit:
             return
-        admission = await self._acquire(f"rpm:{client.label}", 1, limit, MINUTE)
+        try:
+            admission = await self.counter.acquire(f"rpm:{client.label}", 1, limit, MINUTE)
+        except (RedisError, OSError) as exc:
+            # Fail open: a Redis outage must not take image generation down with it.
+            logger.warning("client limits unavailable, request admitted: %s", exc)
+            return
         if not admission.admitted:
             raise self._refused(
                 f"Rate limit reached for this key: {limit} requests per minute. "
@@ -199,14 +248,18 @@ class ClientLimits:
         limit = self.quota(client).images_per_day
         key = f"ipd:{client.label}"
         if not limit:
-            return Reservation(self.counter, key, None)
+            return NO_RESERVATION
         if count > limit:
             raise self._refused(
                 f"This key may generate {limit} images per day; {count} were asked for at once.",
                 param="n",
                 code="client_images_per_day",
             )
-        admission = await self._acquire(key, count, limit, DAY)
+        try:
+            admission = await self.counter.acquire(key, count, limit, DAY)
+        except (RedisError, OSError) as exc:
+            logger.warning("client limits unavailable, images not counted: %s", exc)
+            return NO_RESERVATION
         if not admission.admitted:
             raise self._refused(
                 f"Daily image limit reached for this key: {limit} images per 24 hours. "
@@ -214,7 +267,8 @@ class ClientLimits:
                 retry_after=admission.retry_after,
                 code="client_images_per_day",
             )
-        return Reservation(self.counter, key, admission.token)
+        assert admission.token is not None
+        return CountedReservation(self.counter, key, admission.token, count)
 
     def _refused(
         self, message: str, *, code: str, retry_after: float | None = None, param: str | None = None
@@ -223,31 +277,51 @@ class ClientLimits:
             self._metrics.limited.labels(code).inc()
         return RateLimitError(message, code=code, retry_after=retry_after, param=param)
 
-    async def _acquire(self, key: str, amount: int, limit: int, window: float) -> Admission:
+
+class Reservation(Protocol):
+    """Images counted against a client's daily limit before any work, settled after it."""
+
+    async def settle(self, delivered: int) -> int:
+        """Keep `delivered` images counted and give back the rest; the number given back."""
+        ...
+
+
+class NoReservation:
+    """Nothing was counted: no daily limit, or the counter (Redis) was unreachable."""
+
+    async def settle(self, delivered: int) -> int:
+        return 0
+
+
+NO_RESERVATION = NoReservation()
+
+
+class CountedReservation:
+    def __init__(self, counter: WindowCounter, key: str, token: str, reserved: int) -> None:
+        self.counter = counter
+        self.key = key
+        self.token = token
+        self.reserved = reserved
+        self._settled = False
+
+    async def settle(self, delivered: int) -> int:
+        if self._settled:
+            return 0
+        self._settled = True
+        kept = min(max(delivered, 0), self.reserved)
+        if kept == self.reserved:
+            return 0
         try:
-            return await self.counter.acquire(key, amount, limit, window)
+            if kept == 0:
+                await self.counter.refund(self.key, self.token)
+            else:
+                await self.counter.adjust(self.key, self.token, kept)
         except (RedisError, OSError) as exc:
-            # Fail open: a Redis outage must not take image generation down with it.
-            logger.warning("client limits unavailable, request admitted: %s", exc)
-            return Admission("unavailable")
-
-
-@dataclass(slots=True)
-class Reservation:
-    """Images counted against a client's daily limit before generation; refunded on failure."""
-
-    counter: WindowCounter
-    key: str
-    token: str | None
-
-    async def refund(self) -> None:
-        if self.token is None or self.token == "unavailable":
-            return
-        try:
-            await self.counter.refund(self.key, self.token)
-        except (RedisError, OSError) as exc:
-            logger.warning("could not refund a failed request's images: %s", exc)
-        self.token = None
+            logger.warning(
+                "could not give back %d undelivered image(s): %s", self.reserved - kept, exc
+            )
+            return 0
+        return self.reserved - kept
 
 
 def make_counter(redis_url: str | None) -> WindowCounter:

@@ -77,7 +77,25 @@ class Metrics:
         )
         self.images = Counter(
             "sfproxy_images_generated_total",
-            "Images generated and handed to clients.",
+            "Images SiliconFlow made and this service kept (delivered or not).",
+            ["model"],
+            registry=registry,
+        )
+        self.images_delivered = Counter(
+            "sfproxy_images_delivered_total",
+            "Images sent to clients, and so charged to their daily limits.",
+            ["model"],
+            registry=registry,
+        )
+        self.images_refunded = Counter(
+            "sfproxy_images_refunded_total",
+            "Images reserved against a client's daily limit and given back undelivered.",
+            ["model"],
+            registry=registry,
+        )
+        self.handovers = Counter(
+            "sfproxy_handovers_total",
+            "Requests that took over the generation of an identical request whose client left.",
             ["model"],
             registry=registry,
         )

@@ -15,7 +15,7 @@ import re
 import secrets
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -39,6 +39,12 @@ class RequestNote:
     queue_seconds: float = 0.0
     failed_calls: int = 0
     error: str | None = None
+    # Settlement: images sent to the client (and charged), and reserved ones given back.
+    delivered: int | None = None
+    refunded: int = 0
+    # The request id whose abandoned generation this request took over.
+    joined: str | None = None
+    trace_ids: list[str] = field(default_factory=list)
 
 
 def note_of(connection: HTTPConnection) -> RequestNote:
@@ -118,6 +124,12 @@ class RequestLogMiddleware:
                 queue_ms=round(note.queue_seconds * 1000, 1),
                 overhead_ms=round(overhead * 1000, 2),
             )
+        if note.delivered is not None:
+            fields.update(delivered=note.delivered, refunded=note.refunded)
+        if note.joined is not None:
+            fields["joined"] = note.joined
+        if note.trace_ids:
+            fields["trace_ids"] = note.trace_ids
         if note.failed_calls:
             fields["failed_calls"] = note.failed_calls
         if note.prompt is not None and self.prompt_chars:

@@ -7,7 +7,6 @@ under SiliconFlow's own names; the `sf_` name wins when both are sent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,8 +17,8 @@ from pydantic import (
     field_validator,
 )
 
-from .catalogue import validate_size
-from .errors import InvalidRequestError
+from .catalogue import is_ratio, validate_size
+from .validation import problem
 
 ResponseFormat = Literal["url", "b64_json"]
 
@@ -82,24 +81,28 @@ class ImageParams(_Request):
         validation_alias=AliasChoices("sf_aspect_ratio", "aspect_ratio"),
     )
 
-    @field_validator("size")
+    @field_validator("size", "aspect_ratio")
     @classmethod
     def _check_size(cls, value: str | None) -> str | None:
-        return _checked_size(value, "size")
+        return validate_size(value)
 
     @field_validator("image_size")
     @classmethod
     def _check_image_size(cls, value: str | None) -> str | None:
-        if value is not None and ":" in value:
-            raise ValueError(f"Invalid image_size {value!r}: expected WIDTHxHEIGHT.")
-        return _checked_size(value, "image_size")
+        if value is not None and is_ratio(value):
+            raise problem(
+                "invalid_size", "'{value}' is not WIDTHxHEIGHT such as 1024x1024", value=value
+            )
+        return validate_size(value)
 
     @field_validator("aspect_ratio")
     @classmethod
     def _check_aspect_ratio(cls, value: str | None) -> str | None:
-        if value is not None and ":" not in value:
-            raise ValueError(f"Invalid sf_aspect_ratio {value!r}: expected a ratio such as 16:9.")
-        return _checked_size(value, "sf_aspect_ratio")
+        if value is not None and not is_ratio(value):
+            raise problem(
+                "invalid_aspect_ratio", "'{value}' is not a ratio such as 16:9", value=value
+            )
+        return value
 
     @field_validator("response_format", mode="before")
     @classmethod
@@ -108,16 +111,9 @@ class ImageParams(_Request):
         return None if value == "" else value
 
 
-def _checked_size(value: str | None, param: str) -> str | None:
-    try:
-        return validate_size(value, param=param)
-    except InvalidRequestError as exc:
-        raise ValueError(exc.message) from None
-
-
 def _non_blank(value: str) -> str:
     if not value.strip():
-        raise ValueError("must not be empty")
+        raise problem("blank", "must not be empty")
     return value
 
 
@@ -295,29 +291,3 @@ class ErrorBody(_Response):
 
 class ErrorResponse(_Response):
     error: ErrorBody
-
-
-def invalid_request(errors: Sequence[Any]) -> InvalidRequestError:
-    """One clear 400 for pydantic's errors, naming the parameter as the client sent it."""
-    first: dict[str, Any] = errors[0]
-    location = [str(part) for part in first["loc"] if part != "body"]
-    kind = first["type"]
-    param = ".".join(location) or None
-    if kind == "json_invalid":
-        reason = first.get("ctx", {}).get("error", "")
-        message = f"Request body is not valid JSON{': ' + reason if reason else ''}."
-        return InvalidRequestError(message)
-    if param is None:
-        if kind == "missing":
-            return InvalidRequestError("Request body is missing: send a JSON object.")
-        return InvalidRequestError("Request body must be a JSON object.")
-    text = str(first["msg"]).removeprefix("Value error, ")
-    if kind == "missing":
-        message = f"Missing required parameter: '{param}'."
-    elif kind == "value_error" and text.startswith("Invalid"):
-        message = text
-    else:
-        message = f"Invalid '{param}': {text}."
-    if len(errors) > 1:
-        message += f" ({len(errors) - 1} more problem(s) in the request.)"
-    return InvalidRequestError(message, param=param)

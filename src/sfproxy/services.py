@@ -9,16 +9,17 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from .auth import Client, ClientKeys
-from .catalogue import Catalogue, plan_batches
+from .auth import ClientKeys
+from .catalogue import Catalogue
+from .corridor import Corridor
 from .errors import ImageStoreError
-from .generate import Generation, ImageGenerator, ImageJob, Progress
+from .generate import ImageGenerator
 from .inputs import InputImages
-from .limits import ClientLimits, Reservation, WindowCounter, make_counter
+from .limits import ClientLimits, WindowCounter, make_counter
 from .metrics import Metrics
 from .pacing import ModelPacer
 from .settings import Settings
-from .siliconflow import RetryPolicy, SiliconFlowClient
+from .siliconflow import RetryPolicy, SessionFactory, SiliconFlowClient
 from .store import ImageStore, NoImageStore
 from .store.local import LocalImageStore
 
@@ -44,6 +45,7 @@ class Services:
     client: SiliconFlowClient
     store: ImageStore
     generator: ImageGenerator
+    corridor: Corridor
     inputs: InputImages
     metrics: Metrics
     counter: WindowCounter
@@ -52,7 +54,11 @@ class Services:
     @classmethod
     @asynccontextmanager
     async def running(
-        cls, settings: Settings, metrics: Metrics | None = None
+        cls,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        upstream_session: SessionFactory | None = None,
     ) -> AsyncIterator[Services]:
         metrics = metrics or Metrics()
         catalogue = settings.catalogue
@@ -61,9 +67,12 @@ class Services:
             settings.require_upstream_key().get_secret_value(),
             connect_timeout=settings.upstream_connect_timeout,
             timeout=settings.upstream_timeout,
-            retry=RetryPolicy(retries=settings.upstream_retries),
+            retry=RetryPolicy(
+                retries=settings.upstream_retries, retry_unsure=settings.upstream_retry_unsure
+            ),
             max_connections=settings.upstream_max_connections,
             observer=metrics,
+            session_factory=upstream_session,
         )
         store = make_store(settings)
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
@@ -88,20 +97,37 @@ class Services:
                 background.append(asyncio.create_task(remove_old_images(store, retention)))
             for task in background:
                 stack.callback(task.cancel)
+            generator = ImageGenerator(
+                client,
+                store,
+                catalogue,
+                parallel_calls=settings.parallel_calls,
+                pacer=pacer,
+                observer=_GenerationMetrics(metrics),
+            )
+            limits = ClientLimits(
+                counter,
+                rpm=settings.client_rpm,
+                images_per_day=settings.client_images_per_day,
+                overrides=settings.client_overrides,
+                metrics=metrics,
+            )
+            corridor = Corridor(
+                generator,
+                limits,
+                request_timeout=settings.request_timeout_seconds,
+                handover_seconds=settings.handover_seconds,
+                metrics=metrics,
+            )
+            stack.push_async_callback(corridor.flights.close)
             yield cls(
                 settings=settings,
                 catalogue=catalogue,
                 keys=ClientKeys(settings.client_keys),
                 client=client,
                 store=store,
-                generator=ImageGenerator(
-                    client,
-                    store,
-                    catalogue,
-                    parallel_calls=settings.parallel_calls,
-                    pacer=pacer,
-                    observer=_GenerationMetrics(metrics),
-                ),
+                generator=generator,
+                corridor=corridor,
                 inputs=InputImages(
                     store,
                     max_bytes=settings.max_image_bytes,
@@ -109,29 +135,8 @@ class Services:
                 ),
                 metrics=metrics,
                 counter=counter,
-                limits=ClientLimits(
-                    counter,
-                    rpm=settings.client_rpm,
-                    images_per_day=settings.client_images_per_day,
-                    overrides=settings.client_overrides,
-                    metrics=metrics,
-                ),
+                limits=limits,
             )
-
-    async def admit(self, client: Client, job: ImageJob) -> Reservation:
-        """Charge the job's images to the client's daily limit, before any work (or 429)."""
-        planned = sum(plan_batches(self.catalogue.spec(job.model), job.n, job.batch_size))
-        return await self.limits.reserve_images(client, planned)
-
-    async def generate(
-        self, job: ImageJob, reservation: Reservation, progress: Progress | None = None
-    ) -> Generation:
-        """The generation path; images that were not made are refunded to the client."""
-        try:
-            return await self.generator.run(job, progress)
-        except BaseException:
-            await reservation.refund()
-            raise
 
 
 async def remove_old_images(store: ImageStore, retention_seconds: float) -> None:

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_timeout: float = Field(default=300.0, gt=0)
     upstream_retries: int = Field(default=2, ge=0, le=10)
+    # Retry generations that may already have been made and billed (timeouts, connections
+    # lost after sending, 500/502/504). Off: SiliconFlow bills every image it makes.
+    upstream_retry_unsure: bool = False
+    # One deadline per request for queueing, every attempt and every back-off together:
+    # below Cloudflare's 100 s and the 120 s many client libraries and proxies allow.
+    request_timeout_seconds: float = Field(default=90.0, gt=0)
+    # How long the images of a request whose client left wait for an identical retry.
+    handover_seconds: float = Field(default=300.0, ge=0)
     # 0: as many connections as calls in flight. A cap queues calls inside aiohttp, where the
     # pacing settings below cannot see or bound the wait.
     upstream_max_connections: int = Field(default=0, ge=0)

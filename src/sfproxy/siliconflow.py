@@ -1,8 +1,10 @@
 """The SiliconFlow client: one class owning one connection pool.
 
 Transport failures and SiliconFlow's error answers become `UpstreamError`s here, at the
-boundary, so nothing past this module sees aiohttp. Retryable failures (429, 5xx, timeouts,
-dropped connections) are retried with exponential backoff and jitter, honouring `Retry-After`.
+boundary, so nothing past this module sees aiohttp. Each error says whether SiliconFlow may
+already have done (and billed) the work (`maybe_billed`). A generation is one attempt: whether
+to try again is a question of money, answered by the corridor with `RetryPolicy`. Downloads of
+finished images cost nothing and are retried here, with exponential backoff and jitter.
 Nothing here imports the web framework.
 """
 
@@ -15,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -39,6 +42,8 @@ from .images import looks_complete, sniff_media_type
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Builds the client's session from its timeouts: the seam tests use for the transport.
+SessionFactory = Callable[[aiohttp.ClientTimeout], aiohttp.ClientSession]
 TRACE_HEADER = "x-siliconcloud-trace-id"
 # A Retry-After longer than this is not waited out inside a client's request.
 MAX_RETRY_WAIT = 60.0
@@ -70,9 +75,23 @@ class _NoObserver:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """How often, and after which failures, a call is tried again.
+
+    A generation whose outcome is unknown (`maybe_billed`: a timeout, a connection lost after
+    the request was sent, a 500/502/504) may have been made and billed; it is tried again only
+    when `retry_unsure` is set (UPSTREAM_RETRY_UNSURE). Downloads are always retried.
+    """
+
     retries: int = 2
     base_delay: float = 0.5
     max_delay: float = 20.0
+    retry_unsure: bool = False
+
+    def allows(self, exc: UpstreamError, attempt: int, *, paid: bool = True) -> bool:
+        """Whether a call that failed with `exc` on attempt `attempt` (0-based) may go again."""
+        if not exc.retryable or attempt >= self.retries:
+            return False
+        return not (paid and exc.maybe_billed and not self.retry_unsure)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         backoff = min(self.max_delay, self.base_delay * 2**attempt)
@@ -93,6 +112,7 @@ class SiliconFlowClient:
         max_connections: int = 0,
         max_download_bytes: int = 64 * 1024 * 1024,
         observer: UpstreamObserver | None = None,
+        session_factory: SessionFactory | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -105,10 +125,14 @@ class SiliconFlowClient:
         self._max_download_bytes = max_download_bytes
         self._observer: UpstreamObserver = observer or _NoObserver()
         self._session: aiohttp.ClientSession | None = None
+        self._session_factory = session_factory
         self._proxies = EnvironmentProxies()
 
     async def start(self) -> None:
-        if self._session is None:
+        if self._session is None and self._session_factory is not None:
+            # The seam for tests: any session (and connector) they build.
+            self._session = self._session_factory(self._timeout)
+        elif self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
             )
@@ -140,10 +164,29 @@ class SiliconFlowClient:
         return self._session
 
     async def generate(self, payload: dict[str, Any]) -> UpstreamImages:
-        """One `POST /images/generations`, retried as the policy allows."""
+        """One `POST /images/generations` attempt (the corridor decides about retries)."""
         model = str(payload.get("model", ""))
-        body = orjson.dumps(payload)
-        return await self._with_retries("generate", model, lambda: self._generate_once(body))
+        started = time.perf_counter()
+        try:
+            result = await self._generate_once(orjson.dumps(payload))
+        except UpstreamError as exc:
+            self._observer.attempt("generate", model, exc.code or "error", _since(started))
+            raise
+        self._observer.attempt("generate", model, "ok", _since(started))
+        return result
+
+    def note_retry(
+        self, kind: str, model: str, exc: UpstreamError, attempt: int, wait: float
+    ) -> None:
+        self._observer.retry(kind, model, exc.code or "error")
+        logger.info(
+            "retrying SiliconFlow %s (attempt %d of %d) in %.1fs after: %s",
+            kind,
+            attempt + 1,
+            self.retry.retries + 1,
+            wait,
+            exc.message,
+        )
 
     async def download(self, url: str, *, model: str = "") -> tuple[bytes, str]:
         """The image behind one of SiliconFlow's (signed, short-lived) URLs, and its media type.
@@ -164,19 +207,11 @@ class SiliconFlowClient:
             except UpstreamError as exc:
                 self._observer.attempt(kind, model, exc.code or "error", _since(started))
                 wait = self.retry.delay(attempt, exc.retry_after)
-                if not exc.retryable or attempt >= self.retry.retries or wait > MAX_RETRY_WAIT:
+                if not self.retry.allows(exc, attempt, paid=False) or wait > MAX_RETRY_WAIT:
                     exc.retries_exhausted = exc.retryable
                     raise
                 attempt += 1
-                self._observer.retry(kind, model, exc.code or "error")
-                logger.info(
-                    "retrying SiliconFlow %s (attempt %d of %d) in %.1fs after: %s",
-                    kind,
-                    attempt + 1,
-                    self.retry.retries + 1,
-                    wait,
-                    exc.message,
-                )
+                self.note_retry(kind, model, exc, attempt, wait)
                 await asyncio.sleep(wait)
             else:
                 self._observer.attempt(kind, model, "ok", _since(started))
@@ -245,7 +280,14 @@ class SiliconFlowClient:
             message,
         )
         detail = f" (SiliconFlow code {upstream_code})" if upstream_code is not None else ""
-        common: dict[str, Any] = {"upstream_status": status, "trace_id": trace_id}
+        # Only an answer that says the work was not done (a refusal, 429, 503 overloaded)
+        # proves nothing was billed; a 500, 502 or 504 may come after the image was made.
+        unsure = status >= 500 and status != 503
+        common: dict[str, Any] = {
+            "upstream_status": status,
+            "trace_id": trace_id,
+            "maybe_billed": unsure,
+        }
         if status == 401:
             return UpstreamAuthError(
                 "SiliconFlow rejected this server's upstream API key (SILICONFLOW_API_KEY); "
@@ -331,11 +373,17 @@ class _GuardedRequest:
 
 def transport_failure(exc: BaseException, timeout: float) -> UpstreamError:
     """Our error for aiohttp's (or a timeout), wherever in a call it struck."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamConnectionError(
+            "Could not connect to SiliconFlow (connect timeout).", maybe_billed=False
+        )
     if isinstance(exc, TimeoutError):
         return UpstreamTimeoutError(f"SiliconFlow did not answer within {timeout:g} s.")
     if isinstance(exc, aiohttp.ClientConnectorError):
+        # Refused or unreachable: the request was never sent, so nothing can have been billed.
         return UpstreamConnectionError(
-            f"Could not connect to SiliconFlow ({exc.os_error.__class__.__name__})."
+            f"Could not connect to SiliconFlow ({exc.os_error.__class__.__name__}).",
+            maybe_billed=False,
         )
     if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
         return UpstreamConnectionError(
@@ -398,10 +446,18 @@ def _error_message(raw: bytes) -> tuple[str, int | None]:
 
 
 def _retry_after(headers: Any) -> float | None:
+    """`Retry-After` in seconds, given as a number or as an HTTP date (RFC 9110)."""
     value = headers.get("Retry-After") if headers is not None else None
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -8,26 +8,16 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from ..chat import ChatAnswer, ChatStream, answer_for, chat_job, completion, new_completion_id
+from ..chat import chat_plan
+from ..generate import Generation
+from ..observability import note_of
 from ..protocol import ChatCompletion, ChatCompletionRequest
-from .common import (
-    ERROR_RESPONSES,
-    ClientDep,
-    ServicesDep,
-    json_response,
-    note_generation,
-    note_job,
-    public_base_url,
-)
-from .images import partial_failure_headers
+from ..render.chat import ChatAnswer, ChatStream, answer_for, completion, new_completion_id
+from ..render.images import partial_failure_headers
+from ..render.sse import SSE_HEADERS
+from .common import ERROR_RESPONSES, ClientDep, ServicesDep, json_response, url_maker
 
 router = APIRouter(prefix="/v1", tags=["chat"])
-
-SSE_HEADERS = {
-    "Cache-Control": "no-cache",
-    # nginx and similar proxies otherwise buffer the stream, holding back keepalives.
-    "X-Accel-Buffering": "no",
-}
 
 
 @router.post(
@@ -46,51 +36,53 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, services: ServicesDep, client: ClientDep
 ) -> Response:
     settings = services.settings
-    generator = services.generator
-    job = await chat_job(
+    corridor = services.corridor
+    plan = await chat_plan(
         body,
-        generator=generator,
+        corridor=corridor,
         inputs=services.inputs,
         default_response_format=settings.default_response_format,
     )
-    note_job(request, job)
-    reservation = await services.admit(client, job)
-    base_url = public_base_url(request, settings.public_base_url)
+    response_format = plan.job.response_format
+    url_for = url_maker(request, services)
 
-    if body.stream:
-        stream = ChatStream(
-            completion_id=new_completion_id(),
-            model=job.model,
-            provider=settings.provider_label,
-            include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        )
-        progress: asyncio.Queue[str] | None = (
-            asyncio.Queue() if settings.chat_progress == "reasoning" else None
-        )
+    if not body.stream:
 
-        async def produce_answer() -> ChatAnswer:
-            generation = await services.generate(
-                job, reservation, progress.put_nowait if progress else None
+        async def rendered(generation: Generation) -> Response:
+            answer = await answer_for(generation, response_format, url_for)
+            result = completion(
+                answer,
+                completion_id=new_completion_id(),
+                created=int(time.time()),
+                model=plan.job.model,
+                provider=settings.provider_label,
             )
-            note_generation(request, generation)
-            return await answer_for(generation, generator, job.response_format, base_url)
+            return json_response(result, headers=partial_failure_headers(generation))
 
-        return StreamingResponse(
-            stream.events(
-                produce_answer(), keepalive=settings.stream_keepalive_seconds, progress=progress
-            ),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-        )
+        return await corridor.answer(request, client, plan, rendered)
 
-    generation = await services.generate(job, reservation)
-    note_generation(request, generation)
-    answer = await answer_for(generation, generator, job.response_format, base_url)
-    result = completion(
-        answer,
+    ticket = await corridor.open(plan, client, note_of(request))
+    stream = ChatStream(
         completion_id=new_completion_id(),
-        created=int(time.time()),
-        model=job.model,
+        model=plan.job.model,
         provider=settings.provider_label,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
     )
-    return json_response(result, headers=partial_failure_headers(generation))
+    progress: asyncio.Queue[str] | None = (
+        asyncio.Queue() if settings.chat_progress == "reasoning" else None
+    )
+    delivered: list[int] = []
+
+    async def produce_answer() -> ChatAnswer:
+        generation = await ticket.generation(progress.put_nowait if progress else None)
+        delivered.append(len(generation.images))
+        return await answer_for(generation, response_format, url_for)
+
+    events = stream.events(
+        produce_answer(),
+        keepalive=settings.stream_keepalive_seconds,
+        delivered=lambda: ticket.deliver(sum(delivered)),
+        progress=progress,
+    )
+    response = StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return corridor.stream(ticket, response)

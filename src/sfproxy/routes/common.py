@@ -11,9 +11,9 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from ..auth import Client
-from ..generate import Generation, ImageJob
 from ..observability import note_of
 from ..protocol import ErrorResponse
+from ..render.images import UrlFor
 from ..services import Services
 
 
@@ -97,16 +97,8 @@ def _first(value: str | None, pattern: re.Pattern[str]) -> str | None:
     return first if pattern.match(first) else None
 
 
-def note_job(request: Request, job: ImageJob) -> None:
-    """Tell the request log what is being generated (the prompt is cut there, if logged)."""
-    note = note_of(request)
-    note.model = job.model
-    note.prompt = job.prompt
-
-
-def note_generation(request: Request, generation: Generation) -> None:
-    note = note_of(request)
-    note.images = len(generation.images)
-    note.upstream_seconds = generation.upstream_seconds
-    note.queue_seconds = generation.queue_seconds
-    note.failed_calls = generation.failed_calls
+def url_maker(request: Request, services: Services) -> UrlFor:
+    """How the answer links to each image: the store's CDN, this service, or SiliconFlow."""
+    base_url = public_base_url(request, services.settings.public_base_url)
+    generator = services.generator
+    return lambda image: generator.url_for(image, base_url)

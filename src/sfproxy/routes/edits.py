@@ -22,10 +22,10 @@ from ..protocol import (
     ImageGenerationRequest,
     ImageParams,
     ImagesResponse,
-    invalid_request,
 )
-from .common import ERROR_RESPONSES, ClientDep, ServicesDep, note_job
-from .images import images_response
+from ..render.images import images_renderer
+from ..validation import invalid_request
+from .common import ERROR_RESPONSES, ClientDep, ServicesDep, url_maker
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -83,12 +83,17 @@ async def edit_images(request: Request, services: ServicesDep, client: ClientDep
         images=tuple(references),
     )
     if not references:
-        raise InvalidRequestError("Missing required parameter: 'image'.", param="image")
-    services.generator.check(job)
-    note_job(request, job)
-    reservation = await services.admit(client, job)
-    generation = await services.generate(job, reservation)
-    return images_response(generation, job.response_format, services, request)
+        raise InvalidRequestError(
+            "Missing required parameter: 'image'.", param="image", code="missing_required_parameter"
+        )
+    plan = services.corridor.prepare(job)
+    url_for = url_maker(request, services)
+    return await services.corridor.answer(
+        request,
+        client,
+        plan,
+        images_renderer(job.response_format, url_for),
+    )
 
 
 async def read_edit_request(

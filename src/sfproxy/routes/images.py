@@ -1,26 +1,14 @@
-"""`POST /v1/images/generations`: OpenAI's Images API."""
+"""`POST /v1/images/generations`."""
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ..generate import Generation, ImageJob
-from ..images import EXTENSIONS, b64_json_fragment
-from ..protocol import ImageGenerationRequest, ImagesResponse, ResponseFormat
-from ..services import Services
-from .common import (
-    ERROR_RESPONSES,
-    ClientDep,
-    ServicesDep,
-    note_generation,
-    note_job,
-    public_base_url,
-)
+from ..generate import ImageJob
+from ..protocol import ImageGenerationRequest, ImagesResponse
+from ..render.images import images_renderer
+from .common import ERROR_RESPONSES, ClientDep, ServicesDep, url_maker
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -40,61 +28,8 @@ async def create_images(
         catalogue=services.catalogue,
         default_response_format=services.settings.default_response_format,
     )
-    note_job(request, job)
-    reservation = await services.admit(client, job)
-    generation = await services.generate(job, reservation)
-    return images_response(generation, job.response_format, services, request)
-
-
-def images_response(
-    generation: Generation, response_format: ResponseFormat, services: Services, request: Request
-) -> Response:
-    """The `ImagesResponse` for a generation, serialised by orjson straight from dicts.
-
-    `ImagesResponse` documents the shape; base64 images do not fit through a pydantic model
-    without being turned into megabyte-long Python strings, so the body is built here.
-    """
-    note_generation(request, generation)
-    base_url = public_base_url(request, services.settings.public_base_url)
-    data: list[dict[str, Any]] = []
-    for image in generation.images:
-        item: dict[str, Any] = (
-            {"b64_json": b64_json_fragment(image.data)}
-            if response_format == "b64_json" and image.data is not None
-            else {"url": services.generator.url_for(image, base_url)}
-        )
-        if image.seed is not None:
-            item["seed"] = image.seed
-        data.append(item)
-    body: dict[str, Any] = {"created": int(time.time()), "data": data}
-    if generation.size is not None:
-        body["size"] = generation.size
-    formats = {image.media_type for image in generation.images}
-    output_format = _output_format(formats.pop()) if len(formats) == 1 else None
-    if output_format is not None:
-        body["output_format"] = output_format
-    return Response(
-        orjson.dumps(body),
-        media_type="application/json",
-        headers=partial_failure_headers(generation),
+    plan = services.corridor.prepare(job)
+    url_for = url_maker(request, services)
+    return await services.corridor.answer(
+        request, client, plan, images_renderer(job.response_format, url_for)
     )
-
-
-def _output_format(media_type: str | None) -> str | None:
-    extension = EXTENSIONS.get(media_type or "")
-    return "jpeg" if extension == "jpg" else extension
-
-
-def partial_failure_headers(generation: Generation) -> dict[str, str]:
-    """Say when only some upstream calls succeeded (the images that did are returned)."""
-    if not generation.failures:
-        return {}
-    first = generation.failures[0]
-    return {
-        "X-Partial-Failure": (
-            f"{generation.failed_calls} of {generation.calls} upstream calls failed "
-            f"({first.code or first.error_type})"
-        ),
-        "X-Images-Requested": str(generation.requested),
-        "X-Images-Returned": str(len(generation.images)),
-    }

@@ -1,0 +1,318 @@
+"""The one way every request for images goes: prepare, reserve, run, settle.
+
+Every entry point (images, edits, chat streamed or not) hands the corridor an `ImageJob` and a
+way to render the result. The corridor
+
+1. **prepares** the job once: checked against the model's catalogue entry, its upstream body
+   built and its calls planned (`Plan`);
+2. **reserves** the planned images against the client's daily limit (429 if over it);
+3. **runs** the plan as a `Flight` (see `handover.py`), or takes over an identical one whose
+   client left, until it is done, the client leaves, or `REQUEST_TIMEOUT_SECONDS` pass (504);
+4. **settles**: the client is charged for the images that were sent to it, and every other
+   reserved image is given back, whatever happened: partial failure, error, disconnect,
+   cancellation or deadline.
+
+"What does a client pay for this?" is answered here and nowhere else: `Ticket.settle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pydantic_core import PydanticCustomError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from .auth import Client
+from .catalogue import plan_batches
+from .errors import DeadlineError, InvalidRequestError
+from .generate import INPUT_IMAGE_FIELDS, Generation, ImageGenerator, ImageJob, Plan, Progress
+from .handover import Flight, Flights, job_key
+from .limits import ClientLimits, Reservation
+from .metrics import Metrics
+from .observability import RequestNote, note_of
+from .validation import invalid_param
+
+Render = Callable[[Generation], Awaitable[Response]]
+
+
+class Corridor:
+    def __init__(
+        self,
+        generator: ImageGenerator,
+        limits: ClientLimits,
+        *,
+        request_timeout: float,
+        handover_seconds: float,
+        metrics: Metrics,
+    ) -> None:
+        self.generator = generator
+        self.limits = limits
+        self.request_timeout = request_timeout
+        self.flights = Flights(handover_seconds)
+        self.metrics = metrics
+
+    def prepare(self, job: ImageJob) -> Plan:
+        """Refuse, before any upstream work, what the model cannot do; plan what it can."""
+        catalogue = self.generator.catalogue
+        spec = catalogue.spec(job.model)
+        count = len(job.images)
+        if count and not spec.takes_images:
+            takers = ", ".join(catalogue.image_models()) or "none are listed"
+            raise InvalidRequestError(
+                f"Model {job.model} does not take input images. Models that do: {takers}.",
+                param="image",
+                code="images_not_supported",
+            )
+        if count < spec.min_images:
+            raise InvalidRequestError(
+                f"Model {job.model} edits images: send {spec.min_images} to "
+                f"{spec.max_images} input image(s) (POST /v1/images/edits, or attach one in chat).",
+                param="image",
+                code="image_required",
+            )
+        limit = min(spec.max_images or len(INPUT_IMAGE_FIELDS), len(INPUT_IMAGE_FIELDS))
+        if count > limit:
+            raise InvalidRequestError(
+                f"Model {job.model} takes at most {limit} input image(s); {count} were sent.",
+                param="image",
+                code="too_many_images",
+            )
+        try:
+            payload, size = self.generator.payload_for(job, spec)
+        except PydanticCustomError as exc:
+            raise invalid_param("size", exc) from None
+        batches = tuple(plan_batches(spec, job.n, job.batch_size))
+        return Plan(job=job, spec=spec, payload=payload, size=size, batches=batches)
+
+    async def open(self, plan: Plan, client: Client, note: RequestNote) -> Ticket:
+        """Reserve the plan's images for the client: the ticket now owns that money."""
+        reservation = await self.limits.reserve_images(client, plan.requested)
+        note.model = plan.job.model
+        note.prompt = plan.job.prompt
+        return Ticket(
+            corridor=self,
+            plan=plan,
+            key=job_key(client.label, plan.job),
+            reservation=reservation,
+            note=note,
+            deadline=time.monotonic() + self.request_timeout,
+        )
+
+    async def answer(
+        self, request: Request, client: Client, plan: Plan, render: Render
+    ) -> Response:
+        """A whole (non-streamed) answer: generated, rendered, sent, then settled."""
+        ticket = await self.open(plan, client, note_of(request))
+        watch = ClientWatch(request)
+        try:
+            generation = await ticket.generation()
+            response = await render(generation)
+        except asyncio.CancelledError:
+            if not watch.left:
+                await ticket.close()
+                raise
+            # The client left: nobody reads an answer, and nothing is charged.
+            watch.absorb_cancellation()
+            await ticket.close()
+            return Response(status_code=499)
+        except BaseException:
+            watch.stop()
+            await ticket.close()
+            raise
+        return SettlingResponse(response, ticket, watch, len(generation.images))
+
+    @staticmethod
+    def stream(ticket: Ticket, response: Response) -> Response:
+        """A streamed answer whose ticket is settled when the stream ends, however it ends.
+
+        The stream's writer calls `ticket.deliver` once the images have gone out; Starlette
+        cancels it when the client disconnects.
+        """
+        return SettlingResponse(response, ticket, None, 0)
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One request's way through the corridor, and the money it holds."""
+
+    corridor: Corridor
+    plan: Plan
+    key: bytes
+    reservation: Reservation
+    note: RequestNote
+    deadline: float
+    delivered: int = 0
+    _flight: Flight | None = None
+    _waiting: bool = False
+    _closed: bool = False
+    _progress: list[Progress] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        return self.plan.job.model
+
+    async def generation(self, progress: Progress | None = None) -> Generation:
+        """The images, from a new flight or one taken over; 504 at the deadline."""
+        flight = self._take_over(progress)
+        if flight is not None:
+            await self._wait(flight)
+            if flight.delivers():
+                return self._claim(flight)
+            # Taken over just as its last calls were cancelled: nothing in it to deliver.
+            self.note.joined = None
+        await self._wait(self._start(progress))
+        assert self._flight is not None
+        return self._claim(self._flight)
+
+    def _take_over(self, progress: Progress | None) -> Flight | None:
+        flight = self.corridor.flights.take_over(self.key)
+        if flight is not None:
+            self.note.joined = flight.origin
+            self.corridor.metrics.handovers.labels(self.model).inc()
+            if progress is not None:
+                progress("taking over this request's earlier generation, already under way…")
+        return flight
+
+    def _start(self, progress: Progress | None) -> Flight:
+        generator = self.corridor.generator
+        calls = generator.calls_for(self.plan, self.deadline, progress)
+        return self.corridor.flights.start(
+            self.key, calls, generator.run(calls), origin=self.note.request_id
+        )
+
+    async def _wait(self, flight: Flight) -> None:
+        self._flight, self._waiting = flight, True
+        try:
+            remaining = self.deadline - time.monotonic()
+            done, _ = await asyncio.wait({flight.task}, timeout=max(0.0, remaining))
+        except BaseException:
+            self._leave()
+            raise
+        if not self._waiting:
+            # The ticket was closed while this waited (its stream ended): take nothing.
+            raise asyncio.CancelledError
+        if not done:
+            self._leave()
+            raise DeadlineError(
+                f"The images were not ready within REQUEST_TIMEOUT_SECONDS "
+                f"({self.corridor.request_timeout:g} s). Any image still being made is kept: "
+                "sending the same request again takes it over instead of paying twice."
+            )
+        self._waiting = False
+
+    def _claim(self, flight: Flight) -> Generation:
+        generation = flight.claim()
+        self._note(generation)
+        return generation
+
+    def deliver(self, images: int) -> None:
+        """`images` were sent to the client: they are what it is charged for."""
+        self.delivered += images
+
+    async def close(self) -> None:
+        """Settle: charge what was delivered, give back the rest. Safe to call twice."""
+        self._leave()
+        if self._closed:
+            return
+        self._closed = True
+        refunded = await self.reservation.settle(self.delivered)
+        undelivered = self.plan.requested - self.delivered
+        note = self.note
+        note.delivered = self.delivered
+        note.refunded = max(refunded, 0)
+        metrics = self.corridor.metrics
+        if self.delivered:
+            metrics.images_delivered.labels(self.model).inc(self.delivered)
+        if undelivered > 0:
+            metrics.images_refunded.labels(self.model).inc(undelivered)
+
+    def _leave(self) -> None:
+        if self._waiting and self._flight is not None:
+            self._waiting = False
+            self._flight.leave()
+
+    def _note(self, generation: Generation) -> None:
+        note = self.note
+        note.images = len(generation.images)
+        note.upstream_seconds = generation.upstream_seconds
+        note.queue_seconds = generation.queue_seconds
+        note.failed_calls = generation.failed_calls
+        note.trace_ids = generation.trace_ids
+
+
+class ClientWatch:
+    """Cancels the request's task when its client disconnects before the answer is sent.
+
+    Uvicorn does not stop a handler whose client has gone; this reads the request's channel,
+    which says `http.disconnect` when the connection closes (the body was already read).
+    """
+
+    def __init__(self, request: Request) -> None:
+        self.left = False
+        self.finishing = False
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._receive = request.receive
+        self._watcher: asyncio.Task[None] | None = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                break
+        if not self.finishing:
+            self.left = True
+            self._task.cancel()
+
+    def absorb_cancellation(self) -> None:
+        self._task.uncancel()
+        self.stop()
+
+    def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+
+class SettlingResponse(Response):
+    """Sends a response, then settles its ticket: what reached the client is what it pays."""
+
+    def __init__(
+        self, inner: Response, ticket: Ticket, watch: ClientWatch | None, images: int
+    ) -> None:
+        self.inner = inner
+        self.ticket = ticket
+        self.watch = watch
+        self.images = images
+        self.status_code = inner.status_code
+        self.background = None
+        self.raw_headers = inner.raw_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watch = self.watch
+
+        async def sending(message: Message) -> None:
+            if watch is not None and message["type"] == "http.response.body":
+                if not message.get("more_body", False):
+                    watch.finishing = True
+            await send(message)
+
+        self.inner.background = self.background
+        try:
+            await self.inner(scope, receive, sending)
+            if watch is not None and not watch.left:
+                self.ticket.deliver(self.images)
+        except asyncio.CancelledError:
+            if watch is None or not watch.left:
+                raise
+            watch.absorb_cancellation()
+        finally:
+            if watch is not None:
+                watch.stop()
+            await self.ticket.close()

@@ -1,0 +1,58 @@
+"""Server-Sent Events: what every streamed answer shares.
+
+While the work runs, the stream says something at least every `keepalive` seconds: a progress
+line when there is one, else a comment line, which SDKs ignore and proxies count as traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pydantic_core
+
+from ..errors import ProxyError
+
+DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keepalive\n\n"
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    # nginx and similar proxies otherwise buffer the stream, holding back keepalives.
+    "X-Accel-Buffering": "no",
+}
+
+
+def data_line(payload: Any) -> bytes:
+    return b"data: " + pydantic_core.to_json(payload) + b"\n\n"
+
+
+def error_line(exc: ProxyError) -> bytes:
+    return data_line(exc.envelope())
+
+
+async def while_working(
+    task: asyncio.Future[Any],
+    *,
+    keepalive: float,
+    progress: asyncio.Queue[str] | None = None,
+) -> AsyncIterator[str | None]:
+    """Until `task` is done: each progress line as it comes, or None when a keepalive is due."""
+    while not task.done():
+        waiting: set[asyncio.Future[Any]] = {task}
+        next_line = asyncio.ensure_future(progress.get()) if progress else None
+        if next_line is not None:
+            waiting.add(next_line)
+        try:
+            done, _ = await asyncio.wait(
+                waiting, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if next_line is not None and not next_line.done():
+                next_line.cancel()
+        if next_line is not None and next_line in done:
+            yield next_line.result()
+        elif not done:
+            yield None
+    while progress is not None and not progress.empty():
+        yield progress.get_nowait()
