@@ -225,6 +225,8 @@ class Ticket:
         note = self.note
         note.delivered = self.delivered
         note.refunded = max(refunded, 0)
+        if self._flight is not None:
+            note.trace_ids = self._flight.calls.trace_ids
         metrics = self.corridor.metrics
         if self.delivered:
             metrics.images_delivered.labels(self.model).inc(self.delivered)
@@ -242,7 +244,6 @@ class Ticket:
         note.upstream_seconds = generation.upstream_seconds
         note.queue_seconds = generation.queue_seconds
         note.failed_calls = generation.failed_calls
-        note.trace_ids = generation.trace_ids
 
 
 class ClientWatch:

@@ -103,8 +103,6 @@ class Generation:
     # Wall time with a SiliconFlow call (or download) in flight, and waiting for pacing.
     upstream_seconds: float = 0.0
     queue_seconds: float = 0.0
-    # SiliconFlow's trace ids (x-siliconcloud-trace-id), for the request log.
-    trace_ids: list[str] = field(default_factory=list)
 
     @property
     def failed_calls(self) -> int:
@@ -118,6 +116,10 @@ class Pacer(Protocol):
     """
 
     def slot(self, model: str, images: int) -> AbstractAsyncContextManager[float]: ...
+
+    def overloaded(self, model: str, retry_after: float | None) -> None:
+        """Told when a call gave up on SiliconFlow's 503 after its retries."""
+        ...
 
 
 class NoWait:
@@ -136,6 +138,9 @@ NO_WAIT = NoWait()
 class _Unpaced:
     def slot(self, model: str, images: int) -> AbstractAsyncContextManager[float]:
         return NO_WAIT
+
+    def overloaded(self, model: str, retry_after: float | None) -> None:
+        pass
 
 
 class Observer(Protocol):
@@ -356,7 +361,6 @@ class ImageGenerator:
             failures=failures,
             upstream_seconds=calls.upstream.total(),
             queue_seconds=calls.queue.total(),
-            trace_ids=calls.trace_ids,
         )
 
     async def _call(self, calls: Calls, index: int, count: int) -> list[GeneratedImage]:
@@ -425,6 +429,8 @@ class ImageGenerator:
                 or wait > min(MAX_RETRY_WAIT, calls.remaining())
             ):
                 failure.retries_exhausted = failure.retryable
+                if failure.upstream_status == 503:
+                    self.pacer.overloaded(model, failure.retry_after)
                 raise failure
             attempt += 1
             self.client.note_retry("generate", model, failure, attempt, wait)

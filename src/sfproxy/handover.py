@@ -154,7 +154,12 @@ class Flights:
 
     @property
     def kept(self) -> int:
+        """Abandoned generations an identical request could take over now."""
         return len(self._abandoned)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
 
     async def close(self) -> None:
         """At shutdown: stop every generation still running."""

@@ -12,8 +12,9 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -28,6 +29,7 @@ from .settings import ClientQuota
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MINUTE = 60.0
 DAY = 86400.0
 
@@ -51,6 +53,10 @@ class WindowCounter(Protocol):
 
     async def adjust(self, key: str, token: str, amount: int) -> str:
         """Change an admitted entry's amount, keeping its place in the window; the new token."""
+        ...
+
+    async def used(self, key: str, window: float) -> int:
+        """How much of the window is taken now."""
         ...
 
     async def ping(self) -> None: ...
@@ -89,6 +95,12 @@ class MemoryWindows:
                 for stamp, held, own in entries
             )
         return token
+
+    async def used(self, key: str, window: float) -> int:
+        now = time.monotonic()
+        return sum(
+            amount for stamp, amount, _ in self._entries.get(key, ()) if stamp > now - window
+        )
 
     async def ping(self) -> None:
         pass
@@ -149,8 +161,22 @@ redis.call('ZADD', KEYS[1], score, ARGV[2])
 return 1
 """
 
+_USED = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tonumber(ARGV[1])), '+inf')
+local used = 0
+for i = 1, #entries do
+  used = used + tonumber(string.match(entries[i], ':(%d+)$'))
+end
+return used
+"""
+
 # Redis answers in well under a millisecond: a call that waits this long is a hung server.
 REDIS_TIMEOUT = 2.0
+# After a failure, calls fail at once for this long (limits fail open), so that a request
+# meets at most one timeout of a hung Redis, not one per counter it uses.
+REDIS_BACKOFF = 5.0
 
 
 class RedisWindows:
@@ -169,26 +195,43 @@ class RedisWindows:
         )
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._adjust = self._redis.register_script(_ADJUST)
+        self._used = self._redis.register_script(_USED)
         self._prefix = prefix
+        self._down_until = 0.0
+
+    async def _guarded(self, call: Awaitable[T]) -> T:
+        if time.monotonic() < self._down_until:
+            if isinstance(call, Coroutine):
+                call.close()
+            raise RedisConnectionError("Redis failed a moment ago; not asked again yet")
+        try:
+            return await call
+        except (RedisError, OSError):
+            self._down_until = time.monotonic() + REDIS_BACKOFF
+            raise
 
     async def acquire(self, key: str, amount: int, limit: int, window: float) -> Admission:
         token = secrets.token_hex(8)
-        admitted, wait = await self._acquire(
-            keys=[self._prefix + key], args=[window, limit, amount, token]
+        admitted, wait = await self._guarded(
+            self._acquire(keys=[self._prefix + key], args=[window, limit, amount, token])
         )
         if int(admitted):
             return Admission(f"{token}:{amount}")
         return Admission(None, max(0.0, float(wait)))
 
     async def refund(self, key: str, token: str) -> None:
-        await self._redis.zrem(self._prefix + key, token)
+        await self._guarded(self._redis.zrem(self._prefix + key, token))
 
     async def adjust(self, key: str, token: str, amount: int) -> str:
         adjusted = f"{token.rsplit(':', 1)[0]}:{amount}"
-        await self._adjust(keys=[self._prefix + key], args=[token, adjusted])
+        await self._guarded(self._adjust(keys=[self._prefix + key], args=[token, adjusted]))
         return adjusted
 
+    async def used(self, key: str, window: float) -> int:
+        return int(await self._guarded(self._used(keys=[self._prefix + key], args=[window])))
+
     async def ping(self) -> None:
+        # Not guarded: readiness probes are how a recovered Redis is noticed.
         await self._redis.ping()
 
     async def close(self) -> None:
@@ -243,6 +286,10 @@ class ClientLimits:
                 retry_after=admission.retry_after,
                 code="client_requests_per_minute",
             )
+
+    async def images_today(self, client: Client) -> int:
+        """Images charged to the client in the last 24 hours (reserved ones included)."""
+        return await self.counter.used(f"ipd:{client.label}", DAY)
 
     async def reserve_images(self, client: Client, count: int) -> Reservation:
         limit = self.quota(client).images_per_day

@@ -4,6 +4,11 @@ SiliconFlow limits image models per account by images per minute (IPM). Two opti
 model hold calls back: the number in flight (per process), and an images-per-minute budget
 (shared through Redis when configured). A call that would wait longer than `QUEUE_TIMEOUT`
 is refused at once with 429 and the time to retry.
+
+A model that stayed overloaded (503) through all of a call's retries cools down for
+`UPSTREAM_COOLDOWN_SECONDS` (or SiliconFlow's `Retry-After`): calls for it are answered 503 at
+once, without reaching SiliconFlow. Clients that retry whatever `x-should-retry` says (the
+Vercel AI SDK retries twice) then cost one request's retries, not three times as many.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from redis.exceptions import RedisError
 
-from .errors import RateLimitError
+from .errors import RateLimitError, UpstreamUnavailableError
 from .generate import NO_WAIT
 from .limits import MINUTE, WindowCounter
 from .metrics import Metrics
@@ -34,6 +39,7 @@ class ModelPacer:
         images_per_minute: int,
         per_model: dict[str, ModelPacing],
         queue_timeout: float,
+        cooldown_seconds: float = 0.0,
         metrics: Metrics | None = None,
     ) -> None:
         self.counter = counter
@@ -44,6 +50,9 @@ class ModelPacer:
         self.queue_timeout = queue_timeout
         self._metrics = metrics
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self.cooldown_seconds = cooldown_seconds
+        # Model -> monotonic time until which it is left alone.
+        self._cooling: dict[str, float] = {}
 
     def limits(self, model: str) -> tuple[int, int]:
         own = self._per_model.get(model)
@@ -54,8 +63,19 @@ class ModelPacer:
             budget if budget is not None else self._default.images_per_minute or 0,
         )
 
+    def overloaded(self, model: str, retry_after: float | None) -> None:
+        """SiliconFlow stayed overloaded for the model through a call's retries: cool down."""
+        seconds = retry_after if retry_after is not None else self.cooldown_seconds
+        if self.cooldown_seconds and seconds > 0:
+            self._cooling[model] = time.monotonic() + seconds
+            logger.warning(
+                "%s is overloaded at SiliconFlow: cooling down for %.0f s", model, seconds
+            )
+
     def slot(self, model: str, images: int) -> AbstractAsyncContextManager[float]:
         """Wait until the model's limits let a call of `images` images go; give the wait."""
+        if self._cooling:
+            self._check_cooling(model)
         max_in_flight, per_minute = self.limits(model)
         if not max_in_flight and not per_minute:
             return NO_WAIT
@@ -83,6 +103,26 @@ class ModelPacer:
         finally:
             if semaphore is not None:
                 semaphore.release()
+
+    def _check_cooling(self, model: str) -> None:
+        until = self._cooling.get(model)
+        if until is None:
+            return
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            del self._cooling[model]
+            return
+        if self._metrics is not None:
+            self._metrics.limited.labels("upstream_cooldown").inc()
+        error = UpstreamUnavailableError(
+            f"{model} is overloaded at SiliconFlow; this service is leaving it alone for "
+            f"{remaining:.0f} s more. Try again then.",
+            retry_after=remaining,
+            maybe_billed=False,
+            code="upstream_cooldown",
+        )
+        error.retries_exhausted = True
+        raise error
 
     def _semaphore(self, model: str, size: int) -> asyncio.Semaphore:
         semaphore = self._slots.get(model)

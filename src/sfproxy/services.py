@@ -83,6 +83,7 @@ class Services:
             images_per_minute=settings.upstream_images_per_minute,
             per_model=settings.model_pacing,
             queue_timeout=settings.queue_timeout,
+            cooldown_seconds=settings.upstream_cooldown_seconds,
             metrics=metrics,
         )
         async with AsyncExitStack() as stack:

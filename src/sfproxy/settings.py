@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     upstream_images_per_minute: int = Field(default=0, ge=0)
     model_limits: str | None = None
     queue_timeout: float = Field(default=60.0, ge=0)
+    # After a call met 503 through all its retries, leave the model alone this long (0: never).
+    upstream_cooldown_seconds: float = Field(default=10.0, ge=0)
     client_rpm: int = Field(default=0, ge=0)
     client_images_per_day: int = Field(default=0, ge=0)
     client_limits: SecretStr | None = None

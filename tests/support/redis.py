@@ -39,13 +39,14 @@ class RedisServer:
             self.process.wait(10)
 
 
-def start_redis(workdir: Path) -> RedisServer:
+def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip(
             "redis-server is not installed (Debian package redis-server; .ci/run installs it)"
         )
-    port = free_port()
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [
             binary,

@@ -1,0 +1,99 @@
+"""The service in the test's own event loop: through ASGI, or on a loopback port.
+
+`in_process(...)` runs `create_app(settings)` with its lifespan and an httpx client over
+`ASGITransport`: no sockets, for fine-grained tests. `on_loopback(...)` serves the same app with
+uvicorn on 127.0.0.1, for what needs a real connection (a client that disconnects, an SDK's
+timeouts). Either way the test can reach the running `Services` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from sfproxy.app import create_app
+from sfproxy.fake_upstream import FakeSiliconFlow
+from sfproxy.services import Services
+from sfproxy.settings import Settings
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+
+
+def service_settings(fake: FakeSiliconFlow, tmp_path: Any, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "sf_base": fake.base_url,
+        "siliconflow_api_key": UPSTREAM_KEY,
+        "upstream_retries": 0,
+        "image_dir": tmp_path / "images",
+    }
+    values.update(overrides)
+    # No .env file: the test says everything the service is configured with.
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class Running:
+    app: FastAPI
+    http: httpx.AsyncClient
+    url: str
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.services.metrics.registry.get_sample_value(name, labels or None)
+        return float(value or 0.0)
+
+
+@asynccontextmanager
+async def in_process(settings: Settings, **app_options: Any) -> AsyncIterator[Running]:
+    app = create_app(settings, **app_options)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://proxy.test", timeout=30
+        ) as http:
+            yield Running(app=app, http=http, url="http://proxy.test")
+
+
+@asynccontextmanager
+async def on_loopback(settings: Settings, **app_options: Any) -> AsyncIterator[Running]:
+    app = create_app(settings, **app_options)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if serving.done() or time.monotonic() > deadline:
+            serving.result()
+            raise RuntimeError("the service did not start")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            yield Running(app=app, http=http, url=url)
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def eventually(condition: Any, *, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `condition()` until it is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        await asyncio.sleep(0.02)
