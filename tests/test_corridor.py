@@ -1,4 +1,4 @@
-"""The corridor in-process: validation errors, the retry policy, cool-down, the SSE writer, seams."""
+"""The corridor in-process: validation errors, retry policy, cool-down, SSE writer, seams."""
 
 from __future__ import annotations
 
