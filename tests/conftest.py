@@ -59,6 +59,8 @@ def start(fake: FakeSiliconFlow, tmp_path_factory: pytest.TempPathFactory) -> It
             "SF_BASE": fake.base_url,
             "SILICONFLOW_API_KEY": UPSTREAM_KEY,
             "UPSTREAM_RETRIES": "0",
+            # Tests inject 503s; a cool-down would carry them into the next test's requests.
+            "UPSTREAM_COOLDOWN_SECONDS": "0",
             "LOG_LEVEL": "info",
         }
         env.update(settings)

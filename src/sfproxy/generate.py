@@ -117,8 +117,8 @@ class Pacer(Protocol):
 
     def slot(self, model: str, images: int) -> AbstractAsyncContextManager[float]: ...
 
-    def overloaded(self, model: str, retry_after: float | None) -> None:
-        """Told when a call gave up on SiliconFlow's 503 after its retries."""
+    def answered(self, model: str, overloaded: bool, retry_after: float | None = None) -> None:
+        """Told how SiliconFlow answered each call: overloaded (503) or not."""
         ...
 
 
@@ -139,7 +139,7 @@ class _Unpaced:
     def slot(self, model: str, images: int) -> AbstractAsyncContextManager[float]:
         return NO_WAIT
 
-    def overloaded(self, model: str, retry_after: float | None) -> None:
+    def answered(self, model: str, overloaded: bool, retry_after: float | None = None) -> None:
         pass
 
 
@@ -414,7 +414,9 @@ class ImageGenerator:
                                 result = await self.client.generate(body)
                         except UpstreamError as exc:
                             failure = exc
+                            self.pacer.answered(model, exc.upstream_status == 503, exc.retry_after)
                         else:
+                            self.pacer.answered(model, False)
                             if result.trace_id:
                                 calls.trace_ids.append(result.trace_id)
                             return result
@@ -429,8 +431,6 @@ class ImageGenerator:
                 or wait > min(MAX_RETRY_WAIT, calls.remaining())
             ):
                 failure.retries_exhausted = failure.retryable
-                if failure.upstream_status == 503:
-                    self.pacer.overloaded(model, failure.retry_after)
                 raise failure
             attempt += 1
             self.client.note_retry("generate", model, failure, attempt, wait)

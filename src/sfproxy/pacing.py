@@ -5,10 +5,10 @@ model hold calls back: the number in flight (per process), and an images-per-min
 (shared through Redis when configured). A call that would wait longer than `QUEUE_TIMEOUT`
 is refused at once with 429 and the time to retry.
 
-A model that stayed overloaded (503) through all of a call's retries cools down for
-`UPSTREAM_COOLDOWN_SECONDS` (or SiliconFlow's `Retry-After`): calls for it are answered 503 at
-once, without reaching SiliconFlow. Clients that retry whatever `x-should-retry` says (the
-Vercel AI SDK retries twice) then cost one request's retries, not three times as many.
+A model that SiliconFlow answered 503 (overloaded) `OVERLOADED_STRIKES` times in a row cools
+down for `UPSTREAM_COOLDOWN_SECONDS` (or SiliconFlow's `Retry-After`): calls for it are answered
+503 at once, without reaching SiliconFlow. Clients that retry whatever `x-should-retry` says
+(the Vercel AI SDK retries twice) then cost one request's retries, not three times as many.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ from .metrics import Metrics
 from .settings import ModelPacing
 
 logger = logging.getLogger(__name__)
+
+# Consecutive 503 answers for a model that start its cool-down: one request's worth with the
+# default UPSTREAM_RETRIES=2, so a lone 503 never turns a model away for everyone.
+OVERLOADED_STRIKES = 3
 
 
 class ModelPacer:
@@ -51,8 +55,9 @@ class ModelPacer:
         self._metrics = metrics
         self._slots: dict[str, asyncio.Semaphore] = {}
         self.cooldown_seconds = cooldown_seconds
-        # Model -> monotonic time until which it is left alone.
+        # Model -> monotonic time until which it is left alone; 503s in a row per model.
         self._cooling: dict[str, float] = {}
+        self._strikes: dict[str, int] = {}
 
     def limits(self, model: str) -> tuple[int, int]:
         own = self._per_model.get(model)
@@ -63,13 +68,22 @@ class ModelPacer:
             budget if budget is not None else self._default.images_per_minute or 0,
         )
 
-    def overloaded(self, model: str, retry_after: float | None) -> None:
-        """SiliconFlow stayed overloaded for the model through a call's retries: cool down."""
+    def answered(self, model: str, overloaded: bool, retry_after: float | None = None) -> None:
+        """SiliconFlow answered a call for the model: overloaded (503), or not."""
+        if not overloaded:
+            if self._strikes:
+                self._strikes.pop(model, None)
+            return
+        strikes = self._strikes[model] = self._strikes.get(model, 0) + 1
         seconds = retry_after if retry_after is not None else self.cooldown_seconds
-        if self.cooldown_seconds and seconds > 0:
+        if strikes >= OVERLOADED_STRIKES and self.cooldown_seconds and seconds > 0:
+            del self._strikes[model]
             self._cooling[model] = time.monotonic() + seconds
             logger.warning(
-                "%s is overloaded at SiliconFlow: cooling down for %.0f s", model, seconds
+                "%s is overloaded at SiliconFlow (%d answers in a row): cooling down for %.0f s",
+                model,
+                strikes,
+                seconds,
             )
 
     def slot(self, model: str, images: int) -> AbstractAsyncContextManager[float]:

@@ -32,6 +32,7 @@ def service_settings(fake: FakeSiliconFlow, tmp_path: Any, **overrides: Any) -> 
         "sf_base": fake.base_url,
         "siliconflow_api_key": UPSTREAM_KEY,
         "upstream_retries": 0,
+        "upstream_cooldown_seconds": 0,
         "image_dir": tmp_path / "images",
     }
     values.update(overrides)
