@@ -19,7 +19,7 @@ from sfproxy.errors import (
     UpstreamUnavailableError,
 )
 from sfproxy.render.chat import ChatAnswer, ChatStream
-from sfproxy.siliconflow import RetryPolicy, _retry_after
+from sfproxy.retries import RetryPolicy, retry_after_seconds
 
 from .support.inprocess import eventually, in_process, service_settings
 
@@ -117,13 +117,13 @@ async def test_connection_refused_is_retried_as_nothing_was_sent(tmp_path, fake)
 
 
 def test_retry_after_is_read_as_seconds_or_as_an_http_date():
-    assert _retry_after({"Retry-After": "7"}) == 7.0
+    assert retry_after_seconds({"Retry-After": "7"}) == 7.0
     soon = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 28.0 <= (_retry_after({"Retry-After": soon}) or 0) <= 30.0
+    assert 28.0 <= (retry_after_seconds({"Retry-After": soon}) or 0) <= 30.0
     past = email.utils.formatdate(time.time() - 30, usegmt=True)
-    assert _retry_after({"Retry-After": past}) == 0.0
-    assert _retry_after({"Retry-After": "soon"}) is None
-    assert _retry_after({}) is None
+    assert retry_after_seconds({"Retry-After": past}) == 0.0
+    assert retry_after_seconds({"Retry-After": "soon"}) is None
+    assert retry_after_seconds({}) is None
 
 
 async def test_an_overloaded_model_cools_down_for_clients_that_retry_anyway(fake, tmp_path):

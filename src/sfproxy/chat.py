@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .errors import InvalidRequestError
-from .generate import ImageJob, Plan
 from .inputs import InputImages
+from .plan import ImageJob, Plan
 from .protocol import (
     ChatCompletionRequest,
     ChatMessage,

@@ -30,11 +30,12 @@ from starlette.types import Message, Receive, Scope, Send
 from .auth import Client
 from .catalogue import plan_batches
 from .errors import DeadlineError, InvalidRequestError
-from .generate import INPUT_IMAGE_FIELDS, Generation, ImageGenerator, ImageJob, Plan, Progress
+from .generate import Generation, ImageGenerator, Progress
 from .handover import Flight, Flights, job_key
 from .limits import ClientLimits, Reservation
 from .metrics import Metrics
 from .observability import RequestNote, note_of
+from .plan import INPUT_IMAGE_FIELDS, ImageJob, Plan
 from .validation import invalid_param
 
 Render = Callable[[Generation], Awaitable[Response]]

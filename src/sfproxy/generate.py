@@ -14,7 +14,6 @@ to its end and its image is kept, for an identical request to take over.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -24,61 +23,11 @@ from typing import Any, Protocol
 
 from .catalogue import Catalogue, ModelSpec, fit_size
 from .errors import ImageStoreError, ProxyError, UpstreamError
-from .protocol import ImageParams, ResponseFormat
-from .siliconflow import MAX_RETRY_WAIT, SiliconFlowClient
+from .plan import INPUT_IMAGE_FIELDS, MAX_SEED, ImageJob, Plan
+from .retries import MAX_RETRY_WAIT
+from .siliconflow import SiliconFlowClient
 from .store import ImageStore
-
-MAX_SEED = 9_999_999_999
-INPUT_IMAGE_FIELDS = ("image", "image2", "image3")
-
-
-@dataclass(frozen=True, slots=True)
-class ImageJob:
-    """A validated request for images, whichever endpoint it came from."""
-
-    model: str
-    prompt: str
-    n: int = 1
-    response_format: ResponseFormat = "url"
-    size: str | None = None
-    image_size: str | None = None
-    batch_size: int | None = None
-    seed: int | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    cfg: float | None = None
-    negative_prompt: str | None = None
-    # Input images for editing: data URIs or http(s) URLs, in order.
-    images: tuple[str, ...] = ()
-
-    @classmethod
-    def from_params(
-        cls,
-        params: ImageParams,
-        *,
-        prompt: str,
-        catalogue: Catalogue,
-        default_response_format: ResponseFormat,
-        images: tuple[str, ...] = (),
-        **overrides: Any,
-    ) -> ImageJob:
-        values: dict[str, Any] = {
-            "model": params.model or catalogue.default_model,
-            "prompt": prompt,
-            "n": params.n,
-            "response_format": params.response_format or default_response_format,
-            "size": params.size or params.aspect_ratio,
-            "image_size": params.image_size,
-            "batch_size": params.batch_size,
-            "seed": params.seed,
-            "num_inference_steps": params.num_inference_steps,
-            "guidance_scale": params.guidance_scale,
-            "cfg": params.cfg,
-            "negative_prompt": params.negative_prompt,
-            "images": images,
-        }
-        values.update({key: value for key, value in overrides.items() if value is not None})
-        return cls(**values)
+from .timing import Clock
 
 
 @dataclass(slots=True)
@@ -157,75 +106,11 @@ class _Unobserved:
         pass
 
 
-class _Span:
-    """`with clock.measure():` around an await; a plain class, as it runs on every call."""
-
-    __slots__ = ("_spans", "_started")
-
-    def __init__(self, spans: list[tuple[float, float]]) -> None:
-        self._spans = spans
-        self._started = 0.0
-
-    def __enter__(self) -> None:
-        self._started = time.perf_counter()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._spans.append((self._started, time.perf_counter()))
-
-
 Progress = Callable[[str], None]
 
 
 def _silent(line: str) -> None:
     pass
-
-
-class _Clock:
-    """Wall time during which at least one of the measured (concurrent) spans was running."""
-
-    def __init__(self) -> None:
-        self._spans: list[tuple[float, float]] = []
-
-    def measure(self) -> _Span:
-        return _Span(self._spans)
-
-    def add(self, seconds: float) -> None:
-        """A span of `seconds` that ends now."""
-        if seconds > 0:
-            now = time.perf_counter()
-            self._spans.append((now - seconds, now))
-
-    def total(self) -> float:
-        total, reached = 0.0, float("-inf")
-        for start, end in sorted(self._spans):
-            if end > reached:
-                total += end - max(start, reached)
-                reached = end
-        return total
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """A job checked against its model, and the upstream calls it takes: made once."""
-
-    job: ImageJob
-    spec: ModelSpec
-    payload: dict[str, Any]
-    size: str | None
-    batches: tuple[int, ...]
-
-    @property
-    def requested(self) -> int:
-        return sum(self.batches)
-
-    def with_images(self, images: tuple[str, ...]) -> Plan:
-        """The same plan with its input images made ready for SiliconFlow (data URIs)."""
-        payload = {
-            key: value for key, value in self.payload.items() if key not in INPUT_IMAGE_FIELDS
-        }
-        payload.update(zip(INPUT_IMAGE_FIELDS, images, strict=False))
-        job = dataclasses.replace(self.job, images=images)
-        return dataclasses.replace(self, job=job, payload=payload)
 
 
 class Abandoned(Exception):
@@ -243,8 +128,8 @@ class Calls:
     deadline: float
     limit: asyncio.Semaphore
     report: Progress = _silent
-    upstream: _Clock = field(default_factory=lambda: _Clock())
-    queue: _Clock = field(default_factory=lambda: _Clock())
+    upstream: Clock = field(default_factory=lambda: Clock())
+    queue: Clock = field(default_factory=lambda: Clock())
     trace_ids: list[str] = field(default_factory=list)
     done: int = 0
     abandoned: bool = False
@@ -441,7 +326,7 @@ class ImageGenerator:
                 calls._leave_wait(task)
 
     async def _keep(
-        self, url: str, job: ImageJob, seed: int | None, clock: _Clock
+        self, url: str, job: ImageJob, seed: int | None, clock: Clock
     ) -> GeneratedImage:
         if not self.store.keeps_images and job.response_format == "url":
             return GeneratedImage(seed=seed, upstream_url=url)

@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from .generate import Abandoned, Calls, Generation, ImageJob
+from .generate import Abandoned, Calls, Generation
+from .plan import ImageJob
 
 # Finished, abandoned generations hold their images in memory until taken over or expired.
 MAX_KEPT = 64

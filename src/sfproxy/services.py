@@ -18,8 +18,9 @@ from .inputs import InputImages
 from .limits import ClientLimits, WindowCounter, make_counter
 from .metrics import Metrics
 from .pacing import ModelPacer
+from .retries import RetryPolicy
 from .settings import Settings
-from .siliconflow import RetryPolicy, SessionFactory, SiliconFlowClient
+from .siliconflow import SessionFactory, SiliconFlowClient
 from .store import ImageStore, NoImageStore
 from .store.local import LocalImageStore
 

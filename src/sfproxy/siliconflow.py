@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -38,6 +36,7 @@ from .errors import (
     UpstreamUnavailableError,
 )
 from .images import looks_complete, sniff_media_type
+from .retries import MAX_RETRY_WAIT, RetryPolicy, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +44,6 @@ T = TypeVar("T")
 # Builds the client's session from its timeouts: the seam tests use for the transport.
 SessionFactory = Callable[[aiohttp.ClientTimeout], aiohttp.ClientSession]
 TRACE_HEADER = "x-siliconcloud-trace-id"
-# A Retry-After longer than this is not waited out inside a client's request.
-MAX_RETRY_WAIT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,33 +68,6 @@ class _NoObserver:
 
     def retry(self, kind: str, model: str, reason: str) -> None:
         pass
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often, and after which failures, a call is tried again.
-
-    A generation whose outcome is unknown (`maybe_billed`: a timeout, a connection lost after
-    the request was sent, a 500/502/504) may have been made and billed; it is tried again only
-    when `retry_unsure` is set (UPSTREAM_RETRY_UNSURE). Downloads are always retried.
-    """
-
-    retries: int = 2
-    base_delay: float = 0.5
-    max_delay: float = 20.0
-    retry_unsure: bool = False
-
-    def allows(self, exc: UpstreamError, attempt: int, *, paid: bool = True) -> bool:
-        """Whether a call that failed with `exc` on attempt `attempt` (0-based) may go again."""
-        if not exc.retryable or attempt >= self.retries:
-            return False
-        return not (paid and exc.maybe_billed and not self.retry_unsure)
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = min(self.max_delay, self.base_delay * 2**attempt)
-        # Full jitter spreads the retries of many requests that failed together.
-        jittered = random.uniform(backoff / 2, backoff)
-        return max(jittered, retry_after) if retry_after is not None else jittered
 
 
 class SiliconFlowClient:
@@ -306,13 +276,13 @@ class SiliconFlowClient:
         if status == 429:
             return UpstreamRateLimitError(
                 f"SiliconFlow's rate limit was reached: {message}",
-                retry_after=_retry_after(headers),
+                retry_after=retry_after_seconds(headers),
                 **common,
             )
         if status in (503, 504):
             return UpstreamUnavailableError(
                 f"SiliconFlow is unavailable ({status}){detail}: {message}",
-                retry_after=_retry_after(headers),
+                retry_after=retry_after_seconds(headers),
                 **common,
             )
         if status >= 500:
@@ -443,21 +413,3 @@ def _error_message(raw: bytes) -> tuple[str, int | None]:
             code if isinstance(code, int) else None,
         )
     return text[:300] or "no details given", None
-
-
-def _retry_after(headers: Any) -> float | None:
-    """`Retry-After` in seconds, given as a number or as an HTTP date (RFC 9110)."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -15,8 +15,8 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from ..errors import InvalidRequestError
-from ..generate import ImageJob
 from ..inputs import InputImages
+from ..plan import ImageJob
 from ..protocol import (
     ImageEditJSONRequest,
     ImageGenerationRequest,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ..generate import ImageJob
+from ..plan import ImageJob
 from ..protocol import ImageGenerationRequest, ImagesResponse
 from ..render.images import images_renderer
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep, url_maker
