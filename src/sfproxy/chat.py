@@ -22,7 +22,7 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
-from .errors import InvalidRequestError, ProxyError
+from .errors import InvalidRequestError, ProxyError, ServerShuttingDownError
 from .generate import Generation, ImageGenerator, ImageJob
 from .images import convert_to_png, to_data_uri
 from .inputs import InputImages
@@ -327,13 +327,19 @@ class ChatStream:
         *,
         keepalive: float,
         progress: asyncio.Queue[str] | None = None,
+        closing: asyncio.Event | None = None,
     ) -> AsyncIterator[bytes]:
         # The role chunk goes out before any work, so clients see the answer has started.
         yield self.chunk(ChunkDelta(role="assistant", content=""))
         task = asyncio.ensure_future(work)
+        # Set when the server is about to stop (`lifecycle.Drain`): the stream then ends with
+        # an error event rather than being cut off.
+        closed = asyncio.ensure_future(closing.wait()) if closing is not None else None
         try:
             while not task.done():
                 waiting: set[asyncio.Future[Any]] = {task}
+                if closed is not None:
+                    waiting.add(closed)
                 next_line = asyncio.ensure_future(progress.get()) if progress else None
                 if next_line is not None:
                     waiting.add(next_line)
@@ -344,6 +350,10 @@ class ChatStream:
                     yield self.chunk(ChunkDelta(reasoning_content=next_line.result() + "\n"))
                 elif next_line is not None:
                     next_line.cancel()
+                if closed is not None and closed in done and not task.done():
+                    yield self.error(ServerShuttingDownError())
+                    yield DONE
+                    return
                 if not done:
                     yield KEEPALIVE
             while progress is not None and not progress.empty():
@@ -367,3 +377,5 @@ class ChatStream:
         finally:
             if not task.done():
                 task.cancel()
+            if closed is not None:
+                closed.cancel()

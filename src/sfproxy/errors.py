@@ -11,7 +11,10 @@ them as OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
     ├── NotFoundError                  404 invalid_request_error
     ├── MethodNotAllowedError          405 invalid_request_error
     ├── RateLimitError                 429 rate_limit_error         (client limits, queue waits)
+    ├── RequestTimeoutError            408 invalid_request_error   (the request came too slowly)
     ├── ImageStoreError                503 server_error             (the image store failed)
+    ├── ServerBusyError                503 server_error             (MAX_CONNECTIONS are open)
+    ├── ServerShuttingDownError        503 server_error             (the grace period is ending)
     └── UpstreamError                  502 upstream_error           (anything SiliconFlow did)
         ├── UpstreamRejectedError      400 invalid_request_error    (SiliconFlow said 400)
         ├── UpstreamAuthError          502 upstream_error           (SILICONFLOW_API_KEY refused)
@@ -107,6 +110,32 @@ class RateLimitError(ProxyError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class RequestTimeoutError(ProxyError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
+class ServerBusyError(ProxyError):
+    status_code = 503
+    error_type = "server_error"
+    default_code = "server_busy"
+    retryable = True
+
+
+class ServerShuttingDownError(ProxyError):
+    status_code = 503
+    error_type = "server_error"
+    default_code = "server_shutting_down"
+    # Nothing was delivered, and another instance (or this one, restarted) can answer.
+    retryable = True
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The server is shutting down and stopped this request before it finished; retry it."
+        )
 
 
 class ImageStoreError(ProxyError):

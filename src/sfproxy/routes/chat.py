@@ -77,7 +77,10 @@ async def create_chat_completion(
 
         return StreamingResponse(
             stream.events(
-                produce_answer(), keepalive=settings.stream_keepalive_seconds, progress=progress
+                produce_answer(),
+                keepalive=settings.stream_keepalive_seconds,
+                progress=progress,
+                closing=request.app.state.drain.closing,
             ),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
