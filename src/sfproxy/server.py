@@ -61,27 +61,28 @@ def connection_limit(configured: int) -> int:
 
 
 class _Digest:
-    """Counts events and logs their totals: the first at once, then at most once per interval."""
+    """Counts events and logs their totals: each kind's first at once, then at most once per
+    interval while they go on."""
 
     def __init__(self, messages: dict[str, str], interval: float) -> None:
         self.messages = messages
         self.interval = interval
         self.pending: Counter[str] = Counter()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def note(self, event: str) -> None:
         self.pending[event] += 1
-        if self._timer is None:
-            self._flush()
+        if event not in self._timers:
+            self._flush(event)
 
-    def _flush(self) -> None:
-        if not self.pending:
-            self._timer = None
+    def _flush(self, event: str) -> None:
+        count = self.pending.pop(event, 0)
+        if not count:
+            del self._timers[event]
             return
-        for event, count in self.pending.items():
-            logger.warning(self.messages[event], count)
-        self.pending.clear()
-        self._timer = asyncio.get_running_loop().call_later(self.interval, self._flush)
+        logger.warning(self.messages[event], count)
+        loop = asyncio.get_running_loop()
+        self._timers[event] = loop.call_later(self.interval, self._flush, event)
 
 
 class ConnectionGuard:
@@ -111,12 +112,12 @@ class ConnectionGuard:
         )
         self._digest = _Digest(
             {
-                "headers": f"closed %d connections that did not complete their request headers "
-                f"within {header_timeout:g} s (HEADER_TIMEOUT_SECONDS)",
-                "body": f"closed %d connections that sent their request body slower than "
-                f"{body_min_rate:g} bytes/s (BODY_MIN_BYTES_PER_SECOND)",
-                "refused": f"refused %d requests with 503: {max_connections} connections were "
-                f"open (MAX_CONNECTIONS)",
+                "headers": f"slow clients: closed %d connection(s) that did not complete "
+                f"their request headers within {header_timeout:g} s (HEADER_TIMEOUT_SECONDS)",
+                "body": f"slow clients: closed %d connection(s) that sent their request body "
+                f"slower than {body_min_rate:g} bytes/s (BODY_MIN_BYTES_PER_SECOND)",
+                "refused": f"connection limit: answered %d request(s) with 503 while "
+                f"{max_connections} connections were open (MAX_CONNECTIONS)",
             },
             log_interval,
         )
