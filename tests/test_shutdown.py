@@ -112,6 +112,7 @@ def test_requests_left_at_the_end_of_the_grace_period_get_503(env, fake, tmp_pat
     log = proxy.log()
     assert "Traceback" not in log
     assert "Cancel" not in log  # uvicorn found nothing left to cancel
+    assert "1 requests not yet answered get 503; 0 answers under way go on" in log
 
 
 def test_streams_open_at_the_end_of_the_grace_period_end_with_an_error(env, fake, tmp_path):
@@ -150,4 +151,4 @@ def test_streams_open_at_the_end_of_the_grace_period_end_with_an_error(env, fake
     assert proxy.process.wait(10) in CLEAN_EXITS
     log = proxy.log()
     assert "Traceback" not in log
-    assert "streams still open end with an error event (1)" in log
+    assert "0 requests not yet answered get 503; 1 answers under way go on" in log

@@ -80,7 +80,8 @@ class Drain:
         if self.requests:
             logger.warning(
                 "the shutdown grace period (SHUTDOWN_GRACE_SECONDS=%g) is ending: %d requests "
-                "not yet answered get 503, streams still open end with an error event (%d)",
+                "not yet answered get 503; %d answers under way go on (streamed chats end with "
+                "an error event)",
                 self.grace_seconds,
                 len(waiting),
                 len(self.requests) - len(waiting),
@@ -102,6 +103,10 @@ class DrainMiddleware:
         if scope["type"] != "http" or task is None:
             await self.app(scope, receive, send)
             return
+        if self.drain.closing.is_set():
+            # Its headers came in after the drain had closed: too late to be started.
+            await self._refuse(scope, receive, send)
+            return
         running = _Running(send)
         self.drain.requests[task] = running
         try:
@@ -111,8 +116,11 @@ class DrainMiddleware:
                 raise
             # The cancellation was ours: the request ends here, answered, not torn down.
             task.uncancel()
-            error = ServerShuttingDownError()
-            note_of(HTTPConnection(scope)).error = error.code
-            await error_response(error)(scope, receive, send)
+            await self._refuse(scope, receive, send)
         finally:
             del self.drain.requests[task]
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = ServerShuttingDownError()
+        note_of(HTTPConnection(scope)).error = error.code
+        await error_response(error)(scope, receive, send)
