@@ -96,8 +96,8 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "loop": "uvloop",
         # httptools, with read deadlines and the connection limit (settings from the app).
         "http": GuardedHttpToolsProtocol,
-        # Connections the kernel queues before uvicorn accepts them: a burst as large as the
-        # benchmark's held load (2,000 at once) is queued, not refused.
+        # Connections the kernel queues before uvicorn accepts them (capped by
+        # net.core.somaxconn): room for a burst twice the benchmark's held load of 2,000.
         "backlog": 4096,
         # Our own request log replaces uvicorn's access log.
         "access_log": False,
