@@ -135,7 +135,7 @@ async def test_the_deadline_answers_504_and_the_retry_takes_the_image(fake, tmp_
         late = await running.http.post("/v1/images/generations", json=body, headers=AUTH)
         assert late.status_code == 504
         assert time.monotonic() - started < 1.4
-        assert late.json()["error"]["code"] == "request_timeout"
+        assert late.json()["error"]["code"] == "deadline_exceeded"
         assert late.headers["x-should-retry"] == "false"
         assert await charged(running) == 0
         await eventually(lambda: running.services.corridor.flights.running == 0)

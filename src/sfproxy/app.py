@@ -22,6 +22,7 @@ from .errors import (
     PayloadTooLargeError,
     ProxyError,
 )
+from .lifecycle import DRAIN_STATE_KEY, Drain, DrainMiddleware
 from .metrics import Metrics
 from .middleware import (
     BodyLimitMiddleware,
@@ -31,6 +32,7 @@ from .middleware import (
 )
 from .observability import RequestLogMiddleware, configure_logging, note_of
 from .routes import chat, edits, files, health, images, models, playground
+from .server import GUARD_STATE_KEY, ConnectionGuard, connection_limit
 from .services import Services
 from .settings import Settings, load_settings
 from .siliconflow import SessionFactory
@@ -42,20 +44,29 @@ logger = logging.getLogger("sfproxy")
 def create_app(settings: Settings, *, upstream_session: SessionFactory | None = None) -> FastAPI:
     """The service; `upstream_session` builds the SiliconFlow client's session (for tests)."""
     metrics = Metrics()
+    drain = Drain(settings.shutdown_grace_seconds)
+    guard = ConnectionGuard(
+        header_timeout=settings.header_timeout_seconds,
+        body_min_rate=settings.body_min_bytes_per_second,
+        max_connections=connection_limit(settings.max_connections),
+        metrics=metrics,
+    )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with Services.running(
             settings, metrics, upstream_session=upstream_session
         ) as services:
             app.state.services = services
+            app.state.drain = drain
             tune_garbage_collector()
             if not settings.client_keys:
                 logger.warning(
                     "no client keys are set (ALLOW_CLIENT_KEYS): the API is public and anyone "
                     "who can reach it spends your SiliconFlow credit"
                 )
-            yield
+            # The lifespan state is what uvicorn hands the server's protocol (`server.py`).
+            yield {GUARD_STATE_KEY: guard, DRAIN_STATE_KEY: drain}
 
     app = FastAPI(
         title="siliconflow-img-proxy",
@@ -76,6 +87,8 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
     # Added innermost first: CORS wraps everything, so even 413s and 500s carry its headers,
     # and the request log wraps CORS, so it sees (and times) every answer.
     app.add_middleware(CatchAllMiddleware)
+    # Inside CORS and the request log, so its 503s carry CORS headers and are logged.
+    app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(PreflightCORSMiddleware, origins=settings.cors_origins)
     app.add_middleware(

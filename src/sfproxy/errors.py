@@ -12,8 +12,10 @@ them as OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
     ├── MethodNotAllowedError          405 invalid_request_error
     ├── RateLimitError                 429 rate_limit_error         (client limits, queue waits)
     ├── DeadlineError                  504 server_error             (REQUEST_TIMEOUT_SECONDS)
-    ├── ShuttingDownError              503 server_error             (the server is stopping)
+    ├── RequestTimeoutError            408 invalid_request_error   (the request came too slowly)
     ├── ImageStoreError                503 server_error             (the image store failed)
+    ├── ServerBusyError                503 server_error             (MAX_CONNECTIONS are open)
+    ├── ServerShuttingDownError        503 server_error             (the grace period is ending)
     └── UpstreamError                  502 upstream_error           (anything SiliconFlow did)
         ├── UpstreamRejectedError      400 invalid_request_error    (SiliconFlow said 400)
         ├── UpstreamAuthError          502 upstream_error           (SILICONFLOW_API_KEY refused)
@@ -114,7 +116,7 @@ class RateLimitError(ProxyError):
 class DeadlineError(ProxyError):
     status_code = 504
     error_type = "server_error"
-    default_code = "request_timeout"
+    default_code = "deadline_exceeded"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -122,13 +124,30 @@ class DeadlineError(ProxyError):
         self.retries_exhausted = True
 
 
-class ShuttingDownError(ProxyError):
+class RequestTimeoutError(ProxyError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
+class ServerBusyError(ProxyError):
     status_code = 503
     error_type = "server_error"
-    default_code = "shutting_down"
+    default_code = "server_busy"
+    retryable = True
 
-    def __init__(self, message: str = "The server is shutting down; try again.") -> None:
-        super().__init__(message, retry_after=1.0)
+
+class ServerShuttingDownError(ProxyError):
+    status_code = 503
+    error_type = "server_error"
+    default_code = "server_shutting_down"
+    # Nothing was delivered, and another instance (or this one, restarted) can answer.
+    retryable = True
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The server is shutting down and stopped this request before it finished; retry it."
+        )
 
 
 class ImageStoreError(ProxyError):

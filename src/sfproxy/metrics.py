@@ -118,6 +118,17 @@ class Metrics:
             ["limit"],
             registry=registry,
         )
+        self.slow_connections = Counter(
+            "sfproxy_slow_connections_closed_total",
+            "Connections closed for sending a request too slowly, by the part that was late.",
+            ["phase"],
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            "sfproxy_connections_refused_total",
+            "Requests answered 503 without reaching the app: MAX_CONNECTIONS were open.",
+            registry=registry,
+        )
         self.loop_lag = Histogram(
             "sfproxy_event_loop_lag_seconds",
             "How late the event loop ran a timer: a blocked loop delays every request.",

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     # Longer than load balancers keep idle connections (AWS ALB: 60 s), so they close first.
     http_keepalive_seconds: float = Field(default=75.0, gt=0)
+    # Slowloris holds a connection by never finishing its request: the headers must arrive this
+    # soon, and a body then at least this fast (`server.py`).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_min_bytes_per_second: int = Field(default=1024, gt=0)
+    # 0: a third of the open-file limit, since each connection may also hold upstream sockets.
+    max_connections: int = Field(default=0, ge=0)
 
     @field_validator("sf_base", "public_base_url", "image_public_base_url")
     @classmethod

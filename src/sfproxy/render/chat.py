@@ -18,7 +18,7 @@ from typing import Any
 
 import pydantic_core
 
-from ..errors import ProxyError
+from ..errors import ProxyError, ServerShuttingDownError
 from ..generate import Generation
 from ..images import convert_to_png, to_data_uri
 from ..protocol import (
@@ -33,7 +33,7 @@ from ..protocol import (
     Usage,
 )
 from .images import UrlFor
-from .sse import DONE, KEEPALIVE, error_line, while_working
+from .sse import DONE, KEEPALIVE, Closing, error_line, while_working
 
 logger = logging.getLogger(__name__)
 
@@ -136,15 +136,22 @@ class ChatStream:
         keepalive: float,
         delivered: Callable[[], None],
         progress: asyncio.Queue[str] | None = None,
+        closing: asyncio.Event | None = None,
     ) -> AsyncIterator[bytes]:
         """The stream; `delivered` is called once the images have been sent."""
         # The role chunk goes out before any work, so clients see the answer has started.
         yield self.chunk(ChunkDelta(role="assistant", content=""))
         task = asyncio.ensure_future(work)
         try:
-            async for line in while_working(task, keepalive=keepalive, progress=progress):
+            lines = while_working(task, keepalive=keepalive, progress=progress, closing=closing)
+            async for line in lines:
                 if line is None:
                     yield KEEPALIVE
+                elif isinstance(line, Closing):
+                    # Nothing was delivered: the ticket gives the images back as it closes.
+                    yield error_line(ServerShuttingDownError())
+                    yield DONE
+                    return
                 else:
                     yield self.chunk(ChunkDelta(reasoning_content=line + "\n"))
             try:

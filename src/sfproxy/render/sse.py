@@ -2,6 +2,8 @@
 
 While the work runs, the stream says something at least every `keepalive` seconds: a progress
 line when there is one, else a comment line, which SDKs ignore and proxies count as traffic.
+When the server's shutdown grace period is ending (`closing`, see `lifecycle.py`), the stream
+stops waiting, so its writer can end it with an error event before the connection closes.
 """
 
 from __future__ import annotations
@@ -31,28 +33,47 @@ def error_line(exc: ProxyError) -> bytes:
     return data_line(exc.envelope())
 
 
+class Closing:
+    """What `while_working` yields when the server is about to close open streams."""
+
+
+CLOSING = Closing()
+
+
 async def while_working(
     task: asyncio.Future[Any],
     *,
     keepalive: float,
     progress: asyncio.Queue[str] | None = None,
-) -> AsyncIterator[str | None]:
-    """Until `task` is done: each progress line as it comes, or None when a keepalive is due."""
-    while not task.done():
-        waiting: set[asyncio.Future[Any]] = {task}
-        next_line = asyncio.ensure_future(progress.get()) if progress else None
-        if next_line is not None:
-            waiting.add(next_line)
-        try:
-            done, _ = await asyncio.wait(
-                waiting, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            if next_line is not None and not next_line.done():
-                next_line.cancel()
-        if next_line is not None and next_line in done:
-            yield next_line.result()
-        elif not done:
-            yield None
-    while progress is not None and not progress.empty():
-        yield progress.get_nowait()
+    closing: asyncio.Event | None = None,
+) -> AsyncIterator[str | Closing | None]:
+    """Until `task` is done: each progress line as it comes, None when a keepalive is due, or
+    `CLOSING` (and then nothing more) when `closing` is set first."""
+    closed = asyncio.ensure_future(closing.wait()) if closing is not None else None
+    try:
+        while not task.done():
+            waiting: set[asyncio.Future[Any]] = {task}
+            if closed is not None:
+                waiting.add(closed)
+            next_line = asyncio.ensure_future(progress.get()) if progress else None
+            if next_line is not None:
+                waiting.add(next_line)
+            try:
+                done, _ = await asyncio.wait(
+                    waiting, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                if next_line is not None and not next_line.done():
+                    next_line.cancel()
+            if next_line is not None and next_line in done:
+                yield next_line.result()
+            elif closed is not None and closed in done and not task.done():
+                yield CLOSING
+                return
+            elif not done:
+                yield None
+        while progress is not None and not progress.empty():
+            yield progress.get_nowait()
+    finally:
+        if closed is not None:
+            closed.cancel()

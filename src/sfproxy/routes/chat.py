@@ -83,6 +83,7 @@ async def create_chat_completion(
         keepalive=settings.stream_keepalive_seconds,
         delivered=lambda: ticket.deliver(sum(delivered)),
         progress=progress,
+        closing=request.app.state.drain.closing,
     )
     response = StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     return corridor.stream(ticket, response)
