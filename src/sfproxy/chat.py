@@ -22,11 +22,12 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
-from .errors import InvalidRequestError, ProxyError
+from .errors import InvalidRequestError, ProxyError, UpstreamBadResponseError
 from .generate import Generation, ImageGenerator, ImageJob
-from .images import convert_to_png, to_data_uri
+from .images import DEFAULT_MAX_PIXELS, ImageError, convert_to_png, to_data_uri
 from .inputs import InputImages
 from .protocol import (
+    MAX_PROMPT_CHARS,
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
@@ -65,17 +66,81 @@ def latest_user_turn(messages: list[ChatMessage]) -> ChatTurn:
             continue
         content = message.content
         if isinstance(content, str):
-            return ChatTurn(text=content.strip(), images=())
+            return _checked_turn(content.strip(), ())
         texts = [part.text for part in content or [] if isinstance(part, TextPart)]
         images = tuple(part.url for part in content or [] if isinstance(part, ImagePart))
-        return ChatTurn(text="\n".join(texts).strip(), images=images)
+        return _checked_turn("\n".join(texts).strip(), images)
     raise InvalidRequestError(
         "messages must contain a message with role 'user': its text is the image prompt.",
         param="messages",
     )
 
 
-_MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+def _checked_turn(text: str, images: tuple[str, ...]) -> ChatTurn:
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidRequestError(
+            f"The latest user message is {len(text):,} characters long; an image prompt may "
+            f"have at most {MAX_PROMPT_CHARS:,}.",
+            param="messages",
+        )
+    return ChatTurn(text=text, images=images)
+
+
+# How many "![" a history may hold before the search for a previous image gives up: an answer
+# of this service has one per image, and a hostile text could otherwise make millions.
+_MAX_IMAGE_CANDIDATES = 10_000
+# What follows "](" in a Markdown image: the target (no spaces, ")" or ">"), optionally in <>,
+# then an optional "title" and ")". Possessive throughout and only ever anchored (match, not
+# search), so each is linear and no character is read twice by it.
+_LINK_TARGET = re.compile(r"\s*+(<?+)([^)\s>]*+)")
+_LINK_TARGET_REST = re.compile(r"[^)\s>]*+")
+_LINK_END = re.compile(r'>?+(?:\s++"[^"]*+")?+\s*+\)')
+# A target (a data URI can be megabytes) is read this many characters per regex call, so a
+# thread running the search lets the event loop's thread take the GIL in between.
+_TARGET_WINDOW = 1 << 18
+
+
+class _ImageSearch:
+    """Finds the first Markdown image `![alt](url)` of texts, in linear time.
+
+    A backtracking regex searched over a text such as "![a](![a](![a](..." costs time
+    quadratic in its length; this reads each character a bounded number of times, and gives up
+    after a bounded number of candidates.
+    """
+
+    def __init__(self) -> None:
+        self.candidates = _MAX_IMAGE_CANDIDATES
+
+    def first_image(self, text: str) -> str | None:
+        position = 0
+        # The end of the last link target read and found not to close: any "](" inside it has
+        # the same target end and the same fate.
+        refused_until = -1
+        while self.candidates > 0:
+            self.candidates -= 1
+            start = text.find("![", position)
+            if start < 0:
+                return None
+            close = text.find("]", start + 2)
+            if close < 0:
+                return None
+            # Every "![" before `close` has the same "]": none of them needs a second look.
+            position = close + 1
+            if not text.startswith("(", position) or position + 1 < refused_until:
+                continue
+            target = _LINK_TARGET.match(text, position + 1, position + 1 + _TARGET_WINDOW)
+            assert target is not None  # the pattern matches the empty string
+            bracket, begin, end = target[1], target.start(2), target.end()
+            while end == target.endpos and end < len(text):
+                run = _LINK_TARGET_REST.match(text, end, end + _TARGET_WINDOW)
+                assert run is not None
+                target, end = run, run.end()
+            # A lone "<" is the target itself, as in "![a](<)".
+            url = text[begin:end] or bracket
+            if url and _LINK_END.match(text, end):
+                return url
+            refused_until = end
+        return None
 
 
 def previous_image(messages: list[ChatMessage]) -> str | None:
@@ -84,6 +149,7 @@ def previous_image(messages: list[ChatMessage]) -> str | None:
     Searched from the newest message back: an assistant message's Markdown images (this
     service's own answers), or a user message's attached images.
     """
+    search = _ImageSearch()
     for message in reversed(messages):
         content = message.content
         if message.role == "assistant":
@@ -93,9 +159,9 @@ def previous_image(messages: list[ChatMessage]) -> str | None:
                 else [part.text for part in content or [] if isinstance(part, TextPart)]
             )
             for text in texts:
-                match = _MARKDOWN_IMAGE.search(text)
-                if match:
-                    return match[1]
+                found = search.first_image(text)
+                if found:
+                    return found
             if isinstance(content, list):
                 for part in content:
                     if isinstance(part, ImagePart):
@@ -119,10 +185,12 @@ INLINE_OPTIONS = {
     "neg": "sf_negative_prompt",
     "model": "model",
 }
+# Possessive quantifiers: every part either takes its characters for good or fails at once,
+# so a substitution over the prompt (at most MAX_PROMPT_CHARS) is linear in its length.
 _INLINE = re.compile(
     r"(?:^|(?<=\s))--(?P<name>" + "|".join(INLINE_OPTIONS) + r")"
-    r"(?:\s*=\s*|\s+|$)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|“[^”]*”|[^\s\"'“]\S*)?",
+    r"(?:\s*+=\s*+|\s++|$)"
+    r"(?P<value>\"[^\"]*+\"|'[^']*+'|“[^”]*+”|[^\s\"'“]\S*+)?+",
     re.IGNORECASE,
 )
 
@@ -210,8 +278,9 @@ async def chat_job(
     spec = catalogue.spec(params.model or catalogue.default_model)
     references = turn.images
     if not references and spec.requires_images:
-        # "Now make it blue": an edit model works on the conversation's latest image.
-        previous = previous_image(body.messages)
+        # "Now make it blue": an edit model works on the conversation's latest image. The
+        # search is linear but may read megabytes: a thread keeps the event loop answering.
+        previous = await asyncio.to_thread(previous_image, body.messages)
         references = (previous,) if previous else ()
     job = ImageJob.from_params(
         params,
@@ -260,9 +329,17 @@ async def answer_for(
     return ChatAnswer(content=content, images=images)
 
 
-async def _data_uri(data: bytes, media_type: str | None) -> str:
+async def _data_uri(
+    data: bytes, media_type: str | None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> str:
     if media_type not in MARKDOWN_DATA_TYPES:
-        data = await asyncio.to_thread(convert_to_png, data)
+        # The image came from SiliconFlow, but is decoded under the same bound as a client's.
+        try:
+            data = await asyncio.to_thread(convert_to_png, data, max_pixels=max_pixels)
+        except ImageError as exc:
+            raise UpstreamBadResponseError(
+                f"SiliconFlow sent an image that cannot be converted to PNG: {exc}."
+            ) from None
         media_type = "image/png"
     return to_data_uri(data, media_type)
 

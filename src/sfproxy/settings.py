@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(default=0, ge=0)
     max_body_mb: float = Field(default=32.0, gt=0)
     max_image_mb: float = Field(default=10.0, gt=0)
+    # Input images are refused above this many pixels, read from the header before decoding.
+    max_input_pixels: int = Field(default=40_000_000, ge=1)
+    max_chat_messages: int = Field(default=1000, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default=["*"])
     default_response_format: Literal["url", "b64_json"] = "url"
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
@@ -212,6 +215,11 @@ class Settings(BaseSettings):
     @property
     def max_image_bytes(self) -> int:
         return int(self.max_image_mb * 1024 * 1024)
+
+    @property
+    def max_json_string(self) -> int:
+        """The longest JSON string worth parsing: the largest input image as a data URI."""
+        return self.max_image_bytes * 4 // 3 + 64 * 1024
 
     def require_upstream_key(self) -> SecretStr:
         if self.siliconflow_api_key is None or not self.siliconflow_api_key.get_secret_value():

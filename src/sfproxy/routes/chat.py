@@ -8,6 +8,7 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from ..bodies import openapi_request_body, read_chat_request
 from ..chat import ChatAnswer, ChatStream, answer_for, chat_job, completion, new_completion_id
 from ..protocol import ChatCompletion, ChatCompletionRequest
 from .common import (
@@ -41,11 +42,15 @@ SSE_HEADERS = {
         },
     },
     summary="Generate or edit images from a chat",
+    openapi_extra={"requestBody": openapi_request_body(ChatCompletionRequest)},
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, services: ServicesDep, client: ClientDep
+    request: Request, services: ServicesDep, client: ClientDep
 ) -> Response:
     settings = services.settings
+    body = await read_chat_request(
+        request, max_messages=settings.max_chat_messages, max_string=settings.max_json_string
+    )
     generator = services.generator
     job = await chat_job(
         body,
