@@ -224,13 +224,6 @@ async def test_half_a_million_tiny_messages_are_refused_before_parsing(api, upst
     assert upstream.requests == []
 
 
-async def test_a_string_longer_than_any_image_is_refused(api):
-    body = chat_body([{"role": "user", "content": "x" * (15 * 1024 * 1024)}])
-    response = await api.post("/v1/chat/completions", json=body)
-    assert response.status_code == 400
-    assert "MAX_IMAGE_MB" in error_of(response)["message"]
-
-
 async def test_large_chat_body_with_escapes_and_images_is_parsed_exactly(api, upstream):
     png = image_bytes("PNG", (32, 32), "green")
     history = [
@@ -499,7 +492,7 @@ def hostile_bodies() -> dict[str, tuple[bytes, str]]:
         "adversarial history": (orjson.dumps(chat_body([assistant, blue])), "input image"),
         "32 MB adversarial string": (
             orjson.dumps(chat_body([{"role": "assistant", "content": "![a](" * 6_500_000}, blue])),
-            "MAX_IMAGE_MB",
+            "input image",
         ),
         "tiny messages": (
             orjson.dumps(chat_body([{"role": "user", "content": "a"}] * 1_100_000)),

@@ -97,7 +97,7 @@ _LINK_TARGET_REST = re.compile(r"[^)\s>]*+")
 _LINK_END = re.compile(r'>?+(?:\s++"[^"]*+")?+\s*+\)')
 # A target (a data URI can be megabytes) is read this many characters per regex call, so a
 # thread running the search lets the event loop's thread take the GIL in between.
-_TARGET_WINDOW = 1 << 18
+_TARGET_WINDOW = 1 << 16
 
 
 class _ImageSearch:
@@ -135,10 +135,10 @@ class _ImageSearch:
                 run = _LINK_TARGET_REST.match(text, end, end + _TARGET_WINDOW)
                 assert run is not None
                 target, end = run, run.end()
-            # A lone "<" is the target itself, as in "![a](<)".
-            url = text[begin:end] or bracket
-            if url and _LINK_END.match(text, end):
-                return url
+            # A lone "<" is the target itself, as in "![a](<)". Sliced only once it is known
+            # to be one: copying megabytes of a refused target would hold the GIL for long.
+            if (end > begin or bracket) and _LINK_END.match(text, end):
+                return text[begin:end] or bracket
             refused_until = end
         return None
 

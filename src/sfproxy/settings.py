@@ -216,11 +216,6 @@ class Settings(BaseSettings):
     def max_image_bytes(self) -> int:
         return int(self.max_image_mb * 1024 * 1024)
 
-    @property
-    def max_json_string(self) -> int:
-        """The longest JSON string worth parsing: the largest input image as a data URI."""
-        return self.max_image_bytes * 4 // 3 + 64 * 1024
-
     def require_upstream_key(self) -> SecretStr:
         if self.siliconflow_api_key is None or not self.siliconflow_api_key.get_secret_value():
             raise ConfigError(

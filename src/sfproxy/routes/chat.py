@@ -49,7 +49,7 @@ async def create_chat_completion(
 ) -> Response:
     settings = services.settings
     body = await read_chat_request(
-        request, max_messages=settings.max_chat_messages, max_string=settings.max_json_string
+        request, max_messages=settings.max_chat_messages, max_string=settings.max_body_bytes
     )
     generator = services.generator
     job = await chat_job(
