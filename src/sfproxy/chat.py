@@ -7,6 +7,7 @@ the conversation's latest image. The answer is rendered by `render/chat.py`.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from .errors import InvalidRequestError
 from .inputs import InputImages
 from .plan import ImageJob, Plan
 from .protocol import (
+    MAX_PROMPT_CHARS,
     ChatCompletionRequest,
     ChatMessage,
     ImageParams,
@@ -44,17 +46,81 @@ def latest_user_turn(messages: list[ChatMessage]) -> ChatTurn:
             continue
         content = message.content
         if isinstance(content, str):
-            return ChatTurn(text=content.strip(), images=())
+            return _checked_turn(content.strip(), ())
         texts = [part.text for part in content or [] if isinstance(part, TextPart)]
         images = tuple(part.url for part in content or [] if isinstance(part, ImagePart))
-        return ChatTurn(text="\n".join(texts).strip(), images=images)
+        return _checked_turn("\n".join(texts).strip(), images)
     raise InvalidRequestError(
         "messages must contain a message with role 'user': its text is the image prompt.",
         param="messages",
     )
 
 
-_MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+def _checked_turn(text: str, images: tuple[str, ...]) -> ChatTurn:
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidRequestError(
+            f"The latest user message is {len(text):,} characters long; an image prompt may "
+            f"have at most {MAX_PROMPT_CHARS:,}.",
+            param="messages",
+        )
+    return ChatTurn(text=text, images=images)
+
+
+# How many "![" a history may hold before the search for a previous image gives up: an answer
+# of this service has one per image, and a hostile text could otherwise make millions.
+_MAX_IMAGE_CANDIDATES = 10_000
+# What follows "](" in a Markdown image: the target (no spaces, ")" or ">"), optionally in <>,
+# then an optional "title" and ")". Possessive throughout and only ever anchored (match, not
+# search), so each is linear and no character is read twice by it.
+_LINK_TARGET = re.compile(r"\s*+(<?+)([^)\s>]*+)")
+_LINK_TARGET_REST = re.compile(r"[^)\s>]*+")
+_LINK_END = re.compile(r'>?+(?:\s++"[^"]*+")?+\s*+\)')
+# A target (a data URI can be megabytes) is read this many characters per regex call, so a
+# thread running the search lets the event loop's thread take the GIL in between.
+_TARGET_WINDOW = 1 << 16
+
+
+class _ImageSearch:
+    """Finds the first Markdown image `![alt](url)` of texts, in linear time.
+
+    A backtracking regex searched over a text such as "![a](![a](![a](..." costs time
+    quadratic in its length; this reads each character a bounded number of times, and gives up
+    after a bounded number of candidates.
+    """
+
+    def __init__(self) -> None:
+        self.candidates = _MAX_IMAGE_CANDIDATES
+
+    def first_image(self, text: str) -> str | None:
+        position = 0
+        # The end of the last link target read and found not to close: any "](" inside it has
+        # the same target end and the same fate.
+        refused_until = -1
+        while self.candidates > 0:
+            self.candidates -= 1
+            start = text.find("![", position)
+            if start < 0:
+                return None
+            close = text.find("]", start + 2)
+            if close < 0:
+                return None
+            # Every "![" before `close` has the same "]": none of them needs a second look.
+            position = close + 1
+            if not text.startswith("(", position) or position + 1 < refused_until:
+                continue
+            target = _LINK_TARGET.match(text, position + 1, position + 1 + _TARGET_WINDOW)
+            assert target is not None  # the pattern matches the empty string
+            bracket, begin, end = target[1], target.start(2), target.end()
+            while end == target.endpos and end < len(text):
+                run = _LINK_TARGET_REST.match(text, end, end + _TARGET_WINDOW)
+                assert run is not None
+                target, end = run, run.end()
+            # A lone "<" is the target itself, as in "![a](<)". Sliced only once it is known
+            # to be one: copying megabytes of a refused target would hold the GIL for long.
+            if (end > begin or bracket) and _LINK_END.match(text, end):
+                return text[begin:end] or bracket
+            refused_until = end
+        return None
 
 
 def previous_image(messages: list[ChatMessage]) -> str | None:
@@ -63,6 +129,7 @@ def previous_image(messages: list[ChatMessage]) -> str | None:
     Searched from the newest message back: an assistant message's Markdown images (this
     service's own answers), or a user message's attached images.
     """
+    search = _ImageSearch()
     for message in reversed(messages):
         content = message.content
         if message.role == "assistant":
@@ -72,9 +139,9 @@ def previous_image(messages: list[ChatMessage]) -> str | None:
                 else [part.text for part in content or [] if isinstance(part, TextPart)]
             )
             for text in texts:
-                match = _MARKDOWN_IMAGE.search(text)
-                if match:
-                    return match[1]
+                found = search.first_image(text)
+                if found:
+                    return found
             if isinstance(content, list):
                 for part in content:
                     if isinstance(part, ImagePart):
@@ -98,10 +165,12 @@ INLINE_OPTIONS = {
     "neg": "sf_negative_prompt",
     "model": "model",
 }
+# Possessive quantifiers: every part either takes its characters for good or fails at once,
+# so a substitution over the prompt (at most MAX_PROMPT_CHARS) is linear in its length.
 _INLINE = re.compile(
     r"(?:^|(?<=\s))--(?P<name>" + "|".join(INLINE_OPTIONS) + r")"
-    r"(?:\s*=\s*|\s+|$)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|“[^”]*”|[^\s\"'“]\S*)?",
+    r"(?:\s*+=\s*+|\s++|$)"
+    r"(?P<value>\"[^\"]*+\"|'[^']*+'|“[^”]*+”|[^\s\"'“]\S*+)?+",
     re.IGNORECASE,
 )
 
@@ -195,7 +264,8 @@ async def chat_plan(
     references = turn.images
     if not references and spec.requires_images:
         # "Now make it blue": an edit model works on the conversation's latest image.
-        previous = previous_image(body.messages)
+        # The search is linear but may read megabytes: a thread keeps the event loop answering.
+        previous = await asyncio.to_thread(previous_image, body.messages)
         references = (previous,) if previous else ()
     job = ImageJob.from_params(
         params,

@@ -1,14 +1,18 @@
-"""Image bytes: what format they are, data URIs, and conversion for clients that need PNG."""
+"""Image bytes: what format they are, data URIs, and conversion for clients that need PNG.
+
+Every image decoded here is opened lazily and its pixel count, read from the header, checked
+before any pixel is decoded: a 100 KB file can claim 12000x12000 pixels (a decompression bomb).
+Only the first frame of an animation is ever decoded.
+"""
 
 from __future__ import annotations
 
 import binascii
 import io
-import re
 
 import orjson
 import pybase64
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import InvalidRequestError
 
@@ -20,7 +24,19 @@ EXTENSIONS = {
     "image/gif": "gif",
 }
 MEDIA_TYPES = {ext: media for media, ext in EXTENSIONS.items()} | {"jpeg": "image/jpeg"}
-_DATA_URI = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,", re.I)
+# The default of MAX_INPUT_PIXELS, and the bound on images SiliconFlow sends back (its largest
+# are under 2 Mpx); an RGBA image this large is 160 MB decoded.
+DEFAULT_MAX_PIXELS = 40_000_000
+# `data:image/png;base64,` and any parameters: longer headers are not data URIs we accept.
+_MAX_DATA_URI_HEADER = 256
+
+
+class ImageError(ValueError):
+    """Bytes that cannot be used as an image; the message says why, for the client."""
+
+
+class ImageTooLargeError(ImageError):
+    pass
 
 
 def sniff_media_type(data: bytes) -> str | None:
@@ -70,12 +86,15 @@ def b64_json_fragment(data: bytes) -> orjson.Fragment:
 
 def decode_data_uri(uri: str, *, param: str, max_bytes: int) -> bytes:
     """The image bytes of a `data:image/...;base64,` URI, or a 400 naming `param`."""
-    match = _DATA_URI.match(uri)
-    if match is None:
+    # Parsed with find, not a regex: the header is short, and a URI without a comma must not
+    # cost a scan of all its megabytes.
+    comma = uri.find(",", 0, _MAX_DATA_URI_HEADER)
+    header = uri[:comma].lower() if comma > 0 else ""
+    if not header.startswith("data:") or not header.endswith(";base64"):
         raise InvalidRequestError(
             f"{param} is not a base64 data URI (expected data:image/png;base64,...).", param=param
         )
-    encoded = uri[match.end() :]
+    encoded = uri[comma + 1 :]
     if len(encoded) * 3 // 4 > max_bytes:
         raise InvalidRequestError(
             f"{param} is larger than the {max_bytes // (1024 * 1024)} MB limit.", param=param
@@ -90,10 +109,36 @@ def is_data_uri(value: str) -> bool:
     return value[:5].lower() == "data:"
 
 
-def convert_to_png(data: bytes) -> bytes:
-    """Re-encode as PNG (CPU work: call it off the event loop)."""
+def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """The image, opened but not decoded, once its header shows at most `max_pixels` pixels.
+
+    Raises ImageError for anything Pillow cannot read (it raises many kinds of exception on
+    damaged files) and ImageTooLargeError above the limit. Pillow's own bomb check, which
+    applies a process-wide limit, counts as too large too.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLargeError(
+            f"the image has more pixels than the limit of {max_pixels:,} (MAX_INPUT_PIXELS)"
+        ) from None
+    except Exception as exc:
+        raise ImageError(f"not a readable image: {exc}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageTooLargeError(
+            f"the image is {width}x{height}, more pixels than the limit of {max_pixels:,} "
+            "(MAX_INPUT_PIXELS)"
+        )
+    return image
+
+
+def convert_to_png(data: bytes, *, max_pixels: int) -> bytes:
+    """The first frame re-encoded as PNG (CPU work: call it off the event loop)."""
+    with open_image(data, max_pixels=max_pixels) as opened:
+        try:
+            # load() decodes the current frame only: the first, as nothing has seeked.
             opened.load()
             image = (
                 opened if opened.mode in ("RGB", "RGBA", "L", "LA", "P") else opened.convert("RGBA")
@@ -101,5 +146,5 @@ def convert_to_png(data: bytes) -> bytes:
             out = io.BytesIO()
             image.save(out, format="PNG")
             return out.getvalue()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"not a readable image: {exc}") from None
+        except Exception as exc:
+            raise ImageError(f"not a readable image: {exc}") from None

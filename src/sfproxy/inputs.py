@@ -1,7 +1,8 @@
 """Input images a client supplies for editing, made into what SiliconFlow accepts.
 
-Uploaded files and data URIs are checked (a real, readable image under the size limit) and sent
-as data URIs. Images this service hosts are read from the image store, never over HTTP. Any
+Uploaded files and data URIs are checked (a real, readable image under the size and pixel limits,
+the pixels counted from the header before anything is decoded) and sent as data URIs. Images
+this service hosts are read from the image store, never over HTTP, and checked the same way. Any
 other http(s) URL is passed to SiliconFlow as it is: the service itself never fetches a URL a
 client supplied, so it cannot be used to reach hosts on its own network.
 """
@@ -9,19 +10,25 @@ client supplied, so it cannot be used to reach hosts on its own network.
 from __future__ import annotations
 
 import asyncio
-import io
-import re
 from urllib.parse import urlsplit
 
-from PIL import Image, UnidentifiedImageError
-
 from .errors import InvalidRequestError
-from .images import MEDIA_TYPES, convert_to_png, decode_data_uri, is_data_uri, to_data_uri
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    MEDIA_TYPES,
+    ImageError,
+    ImageTooLargeError,
+    convert_to_png,
+    decode_data_uri,
+    is_data_uri,
+    open_image,
+    to_data_uri,
+)
 from .store import ImageStore, is_valid_name
 
 # SiliconFlow takes these as they are; anything else (GIF, ...) is converted to PNG first.
 UPSTREAM_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
-_HOSTED_PATH = re.compile(r"/v1/files/images/(?P<name>[^/?#]+)$")
+_HOSTED_PREFIX = "/v1/files/images/"
 
 
 def hosted_name(url: str, public_base: str | None = None) -> str | None:
@@ -29,18 +36,25 @@ def hosted_name(url: str, public_base: str | None = None) -> str | None:
     if public_base and url.startswith(public_base + "/"):
         candidate = url[len(public_base) + 1 :].rsplit("/", 1)[-1].split("?", 1)[0]
         return candidate if is_valid_name(candidate) else None
-    match = _HOSTED_PATH.search(urlsplit(url).path)
-    if match and is_valid_name(match["name"]):
-        return match["name"]
+    path = urlsplit(url).path
+    _, found, name = path.rpartition(_HOSTED_PREFIX)
+    if found and is_valid_name(name):
+        return name
     return None
 
 
 class InputImages:
     def __init__(
-        self, store: ImageStore, *, max_bytes: int, public_base: str | None = None
+        self,
+        store: ImageStore,
+        *,
+        max_bytes: int,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        public_base: str | None = None,
     ) -> None:
         self.store = store
         self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
         self.public_base = public_base
 
     async def from_upload(self, data: bytes, *, param: str) -> str:
@@ -70,20 +84,23 @@ class InputImages:
                 "(MAX_IMAGE_MB).",
                 param=param,
             )
-        media_type = await asyncio.to_thread(_readable_media_type, data, param)
+        media_type = await asyncio.to_thread(_readable_media_type, data, param, self.max_pixels)
         if media_type not in UPSTREAM_MEDIA_TYPES:
-            data = await asyncio.to_thread(convert_to_png, data)
+            data = await asyncio.to_thread(_converted, data, param, self.max_pixels)
             media_type = "image/png"
         return to_data_uri(data, media_type)
 
 
-def _readable_media_type(data: bytes, param: str) -> str:
-    """The media type of bytes that really decode as an image (CPU work: off the loop)."""
+def _readable_media_type(data: bytes, param: str, max_pixels: int) -> str:
+    """The media type of bytes that really are an image within the pixel limit (off the loop)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(data, max_pixels=max_pixels) as image:
             image_format = (image.format or "").lower()
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except ImageTooLargeError as exc:
+        raise InvalidRequestError(f"{param} is too large: {exc}.", param=param) from None
+    except Exception:
+        # ImageError, or whatever verify() raises on a damaged file.
         raise InvalidRequestError(
             f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param
         ) from None
@@ -94,3 +111,14 @@ def _readable_media_type(data: bytes, param: str) -> str:
             param=param,
         )
     return media_type
+
+
+def _converted(data: bytes, param: str, max_pixels: int) -> bytes:
+    try:
+        return convert_to_png(data, max_pixels=max_pixels)
+    except ImageTooLargeError as exc:
+        raise InvalidRequestError(f"{param} is too large: {exc}.", param=param) from None
+    except ImageError:
+        raise InvalidRequestError(
+            f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param
+        ) from None

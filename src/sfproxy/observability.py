@@ -159,6 +159,37 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _escapes() -> dict[int, str]:
+    """Escapes for everything that could end a log line or forge one, in text logs."""
+    table = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+    table |= {code: f"\\u{code:04x}" for code in (0x2028, 0x2029, *range(0xD800, 0xE000))}
+    table |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord("\\"): "\\\\"}
+    return table
+
+
+# Text logs: control characters, line separators and lone surrogates as escapes, the backslash
+# doubled so an escape in the text cannot pass for one made here.
+_TEXT_ESCAPES = _escapes()
+# JSON logs: json.dumps escapes control characters itself; these it leaves as they are, and
+# some readers split lines on them. A lone surrogate cannot even be written out as UTF-8.
+_JSON_ESCAPES = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"} | dict.fromkeys(
+    range(0xD800, 0xE000), "\ufffd"
+)
+# A text-log value is written bare only if it holds none of these.
+_NEEDS_QUOTES = frozenset(' ="') | frozenset(map(chr, _TEXT_ESCAPES))
+
+
+def escape_text(text: str) -> str:
+    return text if text.isascii() and text.isprintable() else text.translate(_TEXT_ESCAPES)
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    if text and not any(char in _NEEDS_QUOTES for char in text):
+        return text
+    return '"' + text.translate(_TEXT_ESCAPES).replace('"', '\\"') + '"'
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log collectors; extra data under `fields`."""
 
@@ -174,15 +205,22 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        return line if line.isascii() else line.translate(_JSON_ESCAPES)
 
 
 class TextFormatter(logging.Formatter):
+    """`time level logger: message key=value ...` on one line, whatever the values hold.
+
+    Newlines and other control characters are escaped (a traceback included), and values with
+    spaces, `=` or quotes are quoted, so no client text can start a line or add a field.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = escape_text(super().format(record))
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            text += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+            text += " " + " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
         return text
 
 
@@ -198,6 +236,8 @@ def configure_logging(level: str, log_format: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Warnings (Pillow's about large images, say) as log lines, not as two lines on stderr.
+    logging.captureWarnings(True)
     # uvicorn's own loggers propagate to ours, so its lines share the format.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []

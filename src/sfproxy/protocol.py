@@ -117,7 +117,9 @@ def _non_blank(value: str) -> str:
     return value
 
 
-Prompt = Annotated[str, Field(min_length=1, max_length=32_000)]
+# Chat prompts (the latest user message) are held to the same limit.
+MAX_PROMPT_CHARS = 32_000
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
 
 
 class ImageGenerationRequest(ImageParams):

@@ -133,6 +133,7 @@ class Services:
                 inputs=InputImages(
                     store,
                     max_bytes=settings.max_image_bytes,
+                    max_pixels=settings.max_input_pixels,
                     public_base=settings.image_public_base_url,
                 ),
                 metrics=metrics,

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(default=0, ge=0)
     max_body_mb: float = Field(default=32.0, gt=0)
     max_image_mb: float = Field(default=10.0, gt=0)
+    # Input images are refused above this many pixels, read from the header before decoding.
+    max_input_pixels: int = Field(default=40_000_000, ge=1)
+    max_chat_messages: int = Field(default=1000, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default=["*"])
     default_response_format: Literal["url", "b64_json"] = "url"
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)

@@ -18,9 +18,9 @@ from typing import Any
 
 import pydantic_core
 
-from ..errors import ProxyError, ServerShuttingDownError
+from ..errors import ProxyError, ServerShuttingDownError, UpstreamBadResponseError
 from ..generate import Generation
-from ..images import convert_to_png, to_data_uri
+from ..images import DEFAULT_MAX_PIXELS, ImageError, convert_to_png, to_data_uri
 from ..protocol import (
     AssistantMessage,
     ChatChoice,
@@ -71,10 +71,18 @@ async def answer_for(
     return ChatAnswer(content=content, images=images)
 
 
-async def markdown_data_uri(data: bytes, media_type: str | None) -> str:
+async def markdown_data_uri(
+    data: bytes, media_type: str | None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> str:
     """A data URI chat clients render: PNG or JPEG as they are, anything else as PNG."""
     if media_type not in MARKDOWN_DATA_TYPES:
-        data = await asyncio.to_thread(convert_to_png, data)
+        # The image came from SiliconFlow, but is decoded under the same bound as a client's.
+        try:
+            data = await asyncio.to_thread(convert_to_png, data, max_pixels=max_pixels)
+        except ImageError as exc:
+            raise UpstreamBadResponseError(
+                f"SiliconFlow sent an image that cannot be converted to PNG: {exc}."
+            ) from None
         media_type = "image/png"
     return to_data_uri(data, media_type)
 

@@ -8,6 +8,7 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from ..bodies import openapi_request_body, read_chat_request
 from ..chat import chat_plan
 from ..generate import Generation
 from ..observability import note_of
@@ -31,11 +32,15 @@ router = APIRouter(prefix="/v1", tags=["chat"])
         },
     },
     summary="Generate or edit images from a chat",
+    openapi_extra={"requestBody": openapi_request_body(ChatCompletionRequest)},
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, services: ServicesDep, client: ClientDep
+    request: Request, services: ServicesDep, client: ClientDep
 ) -> Response:
     settings = services.settings
+    body = await read_chat_request(
+        request, max_messages=settings.max_chat_messages, max_string=settings.max_body_bytes
+    )
     corridor = services.corridor
     plan = await chat_plan(
         body,
