@@ -26,6 +26,7 @@ from sfproxy.settings import MASK_SHOWN_MAX, ConfigError, load_settings, mask
 
 from .conftest import StartProxy
 from .support.inprocess import serving, settings_for
+from .support.nginx import nginx_binary, start_nginx
 from .support.proxy import start_proxy
 
 PNG = base64.b64decode(
@@ -308,3 +309,42 @@ def test_trusted_proxies_may_come_from_the_env_file(fake, tmp_path):
 def test_trusted_proxies_must_be_addresses_or_networks(value):
     with pytest.raises(ConfigError, match="FORWARDED_ALLOW_IPS"):
         load_settings(forwarded_allow_ips=value, _env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "statuses"),
+    [
+        ("127.0.0.1", [200, 200, 429]),
+        ("", [200, 429, 429]),
+        # "*" takes the header's first address, which the client wrote: why deploy/ avoids it.
+        ("*", [200, 200, 200]),
+    ],
+)
+def test_deploy_nginx_forwards_each_client_address(start: StartProxy, tmp_path, trusted, statuses):
+    # deploy/nginx.conf appends the peer's address to X-Forwarded-For. Trusting nginx (on
+    # 127.0.0.1 here), the proxy counts clients 127.0.0.2 and 127.0.0.3 apart, and an address
+    # a client writes into the header itself does not make it a new client.
+    binary = nginx_binary()
+    assert binary is not None, "deploy/nginx.conf needs nginx (Debian package `nginx`)"
+    proxy = start(CLIENT_RPM="1", FORWARDED_ALLOW_IPS=trusted, LOG_PROMPT_CHARS="98")
+    address = proxy.url.removeprefix("http://")
+    nginx = start_nginx(binary, {"proxy1": address, "proxy2": address}, tmp_path)
+    answered = []
+    try:
+        for peer, forged in (
+            ("127.0.0.2", None),
+            ("127.0.0.3", None),
+            ("127.0.0.2", "198.51.100.9"),
+        ):
+            headers = {"X-Forwarded-For": forged} if forged else {}
+            transport = httpx.HTTPTransport(local_address=peer)
+            with httpx.Client(transport=transport, timeout=30) as http:
+                response = http.post(
+                    nginx.url + "/v1/images/generations",
+                    json={"prompt": "balanced"},
+                    headers=headers,
+                )
+            answered.append(response.status_code)
+    finally:
+        nginx.stop()
+    assert answered == statuses
