@@ -30,7 +30,7 @@ router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 2.5
 # /readyz needs no key and its image store check writes and deletes a file or an object: an
 # answer is reused this long, so a flood of probes costs one check per interval. Shorter than
-# any orchestrator's probe period (Kubernetes' default: 10 s).
+# Kubernetes' default probe period (10 s), so each probe still sees a recent check.
 READY_CACHE_SECONDS = 5.0
 MB = 1024 * 1024
 
