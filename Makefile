@@ -1,28 +1,32 @@
-# Every target creates .venv and installs what it needs first.
+# Every target creates .venv and installs what it needs first, at the versions pinned in
+# constraints.txt (`make lock` refreshes them).
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+CONSTRAINTS := constraints.txt
+PIP_INSTALL := $(BIN)/pip install -q -c $(CONSTRAINTS)
 
-.PHONY: help install run demo test fmt lint typecheck check bench clean
+.PHONY: help install run demo test fmt lint typecheck check bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(PIP_INSTALL) --upgrade pip
 
-$(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# A changed pin reinstalls, as a changed dependency list does.
+$(VENV)/.runtime: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP_INSTALL) -e .
 	@touch $@
 
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,dev]'
+$(VENV)/.dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP_INSTALL) -e '.[test,dev]'
 	@touch $@ $(VENV)/.runtime
 
-$(VENV)/.bench: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[bench]'
+$(VENV)/.bench: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP_INSTALL) -e '.[bench]'
 	@touch $@ $(VENV)/.runtime
 
 install: $(VENV)/.dev ## create .venv with the package, test and dev tools
@@ -61,6 +65,19 @@ bench: $(VENV)/.bench ## benchmark against the direct upstream and LiteLLM (BENC
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Resolved in a throwaway venv, so nothing installed by hand in .venv leaks into the pins.
+# `pip freeze --all` pins pip too; the project itself is left out.
+lock: ## refresh constraints.txt: the newest versions pyproject.toml allows, resolved afresh
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/pip" install -q --upgrade pip && \
+	"$$tmp/venv/bin/pip" install -q '.[test,dev,bench]' && \
+	{ echo "# Every dependency (runtime, test, dev, bench) at the version CI runs: \`make lock\`."; \
+	  echo "# Used as pip's -c by the Makefile and the Dockerfile; not a list of requirements."; \
+	  "$$tmp/venv/bin/pip" freeze --all --exclude siliconflow-img-proxy; } > "$$tmp/constraints.txt" && \
+	mv "$$tmp/constraints.txt" $(CONSTRAINTS)
+	@echo "$(CONSTRAINTS): $$(grep -c '==' $(CONSTRAINTS)) pins"
 
 clean: ## remove .venv, caches and build outputs
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache src/*.egg-info

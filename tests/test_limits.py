@@ -148,7 +148,11 @@ def test_per_model_limits_and_queue_timeout(start, fake):
         target=lambda: outcome.setdefault("first", generate(proxy, model="Kwai-Kolors/Kolors"))
     )
     slow.start()
-    time.sleep(0.3)
+    # The first call holds Kolors' one slot once the fake is working on it.
+    deadline = time.monotonic() + 10
+    while fake.stats["in_flight"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake.stats["in_flight"] == 1
     queued = generate(proxy, model="Kwai-Kolors/Kolors")
     other_model = generate(proxy, model="Qwen/Qwen-Image")
     slow.join()

@@ -106,7 +106,8 @@ def test_overhead_header_is_total_minus_upstream(proxy, fake):
     assert 0 <= overhead < total_ms - 300
 
 
-def metric(text: str, name: str, **labels: str) -> float:
+def metric(text: str, name: str, *, missing: float | None = None, **labels: str) -> float:
+    """The sum of the samples of `name` with these labels; `missing` if there are none."""
     total = 0.0
     found = False
     for line in text.splitlines():
@@ -115,35 +116,59 @@ def metric(text: str, name: str, **labels: str) -> float:
         if all(f'{key}="{value}"' in line for key, value in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
             found = True
+    if not found and missing is not None:
+        return missing
     assert found, f"{name}{labels} not in metrics"
     return total
 
 
+def buckets(text: str, name: str) -> list[tuple[float, float]]:
+    """A histogram's cumulative buckets as (upper bound, count), in order."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith(name + '_bucket{le="'):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            found.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    return found
+
+
 def test_metrics_show_the_figures(start, fake):
-    proxy = start(UPSTREAM_RETRIES="1")
+    # Settings no other test uses: this proxy's figures move with this test's requests only.
+    proxy = start(UPSTREAM_RETRIES="1", LOG_PROMPT_CHARS="41")
+    before = httpx.get(proxy.url + "/metrics").text
     fake.add_fault("status", status=503)
     ok = httpx.post(
         proxy.api_base + "/images/generations", json={"prompt": "m", "n": 2}, timeout=30
     )
     assert ok.status_code == 200
-    httpx.post(proxy.api_base + "/images/generations", json={}, timeout=30)
-    text = httpx.get(proxy.url + "/metrics").text
+    refused = httpx.post(proxy.api_base + "/images/generations", json={}, timeout=30)
+    assert refused.status_code == 400
+    after = httpx.get(proxy.url + "/metrics").text
+
+    def grew(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, missing=0.0, **labels)
+
     route = "/v1/images/generations"
-    assert metric(text, "sfproxy_requests_total", route=route, status="200") >= 1
-    assert metric(text, "sfproxy_requests_total", route=route, status="400") >= 1
-    assert metric(text, "sfproxy_request_duration_seconds_count", route=route) >= 2
-    assert metric(text, "sfproxy_upstream_calls_total", kind="generate", outcome="ok") >= 2
-    assert (
-        metric(
-            text, "sfproxy_upstream_calls_total", kind="generate", outcome="upstream_unavailable"
-        )
-        >= 1
-    )
-    assert metric(text, "sfproxy_upstream_retries_total", reason="upstream_unavailable") >= 1
-    assert metric(text, "sfproxy_images_generated_total", model="Qwen/Qwen-Image") >= 2
-    assert metric(text, "sfproxy_requests_in_flight") >= 1  # this scrape itself
-    assert metric(text, "sfproxy_event_loop_lag_max_seconds") >= 0
-    assert "sfproxy_store_errors_total" in text
+    assert grew("sfproxy_requests_total", route=route, status="200") == 1
+    assert grew("sfproxy_requests_total", route=route, status="400") == 1
+    assert grew("sfproxy_request_duration_seconds_count", route=route) == 2
+    # n=2 is two calls; the 503 hit one of them, which was retried once.
+    assert grew("sfproxy_upstream_calls_total", kind="generate", outcome="ok") == 2
+    outcome = "upstream_unavailable"
+    assert grew("sfproxy_upstream_calls_total", kind="generate", outcome=outcome) == 1
+    assert grew("sfproxy_upstream_retries_total", reason=outcome) == 1
+    assert grew("sfproxy_images_generated_total", model="Qwen/Qwen-Image") == 2
+    assert metric(after, "sfproxy_requests_in_flight") == 1  # this scrape itself
+    # No image failed to be stored: the counter has no labelled sample at all.
+    assert "sfproxy_store_errors_total{" not in after
+    # The worst lag lies in the histogram's highest occupied bucket.
+    worst = metric(after, "sfproxy_event_loop_lag_max_seconds")
+    lags = buckets(after, "sfproxy_event_loop_lag_seconds")
+    total = metric(after, "sfproxy_event_loop_lag_seconds_count")
+    assert total > 0
+    index = next(i for i, (_, count) in enumerate(lags) if count == total)
+    floor = lags[index - 1][0] if index > 0 else 0.0
+    assert floor < worst <= lags[index][0] or (index == 0 and worst == 0.0)
 
 
 def test_queue_wait_and_store_errors_are_counted(start, fake, tmp_path):
@@ -158,8 +183,9 @@ def test_queue_wait_and_store_errors_are_counted(start, fake, tmp_path):
         httpx.post(proxy.api_base + "/images/generations", json={"prompt": "s"}).status_code == 503
     )
     text = httpx.get(proxy.url + "/metrics").text
-    assert metric(text, "sfproxy_queue_wait_seconds_count", model="Qwen/Qwen-Image") >= 1
-    assert metric(text, "sfproxy_store_errors_total", operation="put") >= 1
+    # One wait per upstream call, the failed request's too; one image failed to be stored.
+    assert metric(text, "sfproxy_queue_wait_seconds_count", model="Qwen/Qwen-Image") == 2
+    assert metric(text, "sfproxy_store_errors_total", operation="put") == 1
     ready = httpx.get(proxy.url + "/readyz")
     assert ready.status_code == 503
     assert "IMAGE_DIR" in ready.json()["checks"]["image_store"]

@@ -89,11 +89,20 @@ def test_rate_limit_after_retries_keeps_retry_after(retrying, fake):
     assert response.json()["error"]["type"] == "rate_limit_error"
 
 
-@pytest.mark.parametrize("status", [400, 401, 403])
-def test_client_side_failures_are_never_retried(retrying, fake, status):
+@pytest.mark.parametrize(
+    ("status", "answered", "code"),
+    [
+        (400, 400, "upstream_rejected"),
+        # SiliconFlow refusing the server's own key is not the client's fault.
+        (401, 502, "upstream_auth_failed"),
+        (403, 403, "upstream_permission_denied"),
+    ],
+)
+def test_client_side_failures_are_never_retried(retrying, fake, status, answered, code):
     fake.add_fault("status", status=status)
     response = generate(retrying)
-    assert response.status_code in (400, 403, 502)
+    assert response.status_code == answered
+    assert response.json()["error"]["code"] == code
     assert len(fake.requests) == 1
 
 
@@ -129,14 +138,24 @@ def test_timeouts_without_retries_left_are_504(start, fake):
 
 
 def test_nothing_half_written_after_faults(retrying, fake):
-    for fault, params in [
-        ("drop", {"target": "download", "count": 3}),
-        ("malformed", {"target": "download", "count": 3}),
-        ("expired_images", {}),
+    # Two calls, each with 1 + UPSTREAM_RETRIES downloads: 3 drops cannot exhaust one (aiohttp
+    # re-sends a dropped GET once), 6 cut-off downloads exhaust both, and one call's image
+    # URLs gone fail that call alone.
+    # The outcome: the number of images of a 200, the error code otherwise. A cut-off body is
+    # a broken transfer (aiohttp's payload error), not a bad answer.
+    for fault, params, status, outcome in [
+        ("drop", {"target": "download", "count": 3}, 200, 2),
+        ("malformed", {"target": "download", "count": 6}, 502, "upstream_connection_failed"),
+        ("expired_images", {}, 200, 1),
     ]:
         fake.add_fault(fault, **params)
         response = generate(retrying, n=2)
-        assert response.status_code < 500 or response.status_code in (502, 503, 504)
+        assert response.status_code == status, (fault, response.text)
+        if status == 200:
+            assert len(response.json()["data"]) == outcome, fault
+        else:
+            assert response.json()["error"]["code"] == outcome
+    assert fake.stats["pending_faults"] == 0
     image_dir = Path(retrying.env["IMAGE_DIR"])
     leftovers = [path for path in image_dir.rglob("*") if path.is_file()]
     assert not [path for path in leftovers if path.suffix == ".tmp"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -139,7 +140,14 @@ async def test_check_passes_and_leaves_nothing_behind(s3_bucket):
     assert s3_bucket.keys() == []
 
 
-async def test_a_missing_bucket_is_reported_by_name_without_secrets(s3_server):
+def store_log(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(
+        record.getMessage() for record in caplog.records if record.name == "sfproxy.store.s3"
+    )
+
+
+async def test_a_missing_bucket_is_named_in_the_log_not_to_clients(s3_server, caplog):
+    caplog.set_level(logging.WARNING, logger="sfproxy.store.s3")
     missing = S3Server(
         endpoint_url=s3_server.endpoint_url,
         bucket=f"missing-{secrets.token_hex(4)}",
@@ -155,16 +163,23 @@ async def test_a_missing_bucket_is_reported_by_name_without_secrets(s3_server):
             # A missing bucket is a broken store, not a missing image.
             await store.get(some_name())
 
+    assert put_failure.value.message == (
+        "The image store could not store the image. The request was not completed so that no "
+        "broken link is handed out."
+    )
+    assert check_failure.value.message == "The image store could not be written."
+    assert get_failure.value.message == "The image store could not read the image."
     for failure in (put_failure, check_failure, get_failure):
-        message = failure.value.message
-        assert missing.bucket in message
-        assert "NoSuchBucket" in message
-        assert missing.secret_key not in message
         assert failure.value.status_code == 503
     assert put_failure.value.retry_after == 30
+    logged = store_log(caplog)
+    assert logged.count(f"image store s3://{missing.bucket}/images at {missing.endpoint_url}") == 3
+    assert logged.count("NoSuchBucket") == 3
+    assert missing.secret_key not in logged
 
 
-async def test_a_stopped_server_is_reported_by_name_without_secrets():
+async def test_a_stopped_server_is_named_in_the_log_not_to_clients(caplog):
+    caplog.set_level(logging.WARNING, logger="sfproxy.store.s3")
     with running_s3_server() as server:
         store = server.store(max_attempts=1, connect_timeout=2, read_timeout=2)
         await store.start()
@@ -184,10 +199,15 @@ async def test_a_stopped_server_is_reported_by_name_without_secrets():
 
     for failure in (put_failure, check_failure):
         message = failure.value.message
-        assert server.bucket in message
-        assert "connect" in message.lower()
-        assert server.secret_key not in message
+        assert message.startswith("The image store could not ")
+        for detail in (server.bucket, server.endpoint_url.removeprefix("http://"), "connect"):
+            assert detail not in message
     assert put_failure.value.retry_after == 30
+    logged = store_log(caplog)
+    # put, check, get and the retention sweep: each names the store and why it failed.
+    assert logged.count(f"image store s3://{server.bucket} at {server.endpoint_url}") == 4
+    assert logged.count("Could not connect to the endpoint URL") == 4
+    assert server.secret_key not in logged
 
 
 async def test_an_unusable_endpoint_fails_at_start():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -73,7 +74,9 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
         version=__version__,
         summary="SiliconFlow image models behind an OpenAI-compatible API.",
         lifespan=lifespan,
-        docs_url="/docs",
+        # Off by default: Swagger UI's page loads its scripts from a CDN, and on this origin
+        # the playground keeps the client's key where any of those scripts could read it.
+        docs_url="/docs" if settings.docs_enabled else None,
         redoc_url=None,
     )
     for module in (images, edits, chat, models, files, health, playground):
@@ -101,10 +104,19 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, with the 400 this service answers in place of FastAPI's 422."""
     if app.openapi_schema is None:
-        document = get_openapi(
-            title=app.title, version=app.version, summary=app.summary, routes=app.routes
-        )
+        with warnings.catch_warnings():
+            # FastAPI gives a GET+HEAD route one operation id for both; fixed below.
+            warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
+            document = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
         for route, path in document.get("paths", {}).items():
+            # HEAD is GET without the body wherever GET is allowed; it needs no operation of
+            # its own, whose id would repeat the GET's (ids must be unique in a document).
+            if path.pop("head", None) is not None and "get" in path:
+                operation_id = path["get"]["operationId"]
+                base = operation_id.removesuffix("_head").removesuffix("_get")
+                path["get"]["operationId"] = base + "_get"
             for operation in path.values():
                 responses = operation.get("responses", {})
                 responses.pop("422", None)
@@ -177,5 +189,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         )
     else:
         error = InvalidRequestError(str(exc.detail))
-        return JSONResponse(error.envelope(), status_code=exc.status_code)
-    return error_response(error)
+        return JSONResponse(error.envelope(), status_code=exc.status_code, headers=exc.headers)
+    response = error_response(error)
+    # Starlette's own headers: the 405's `Allow` names the methods the path does take.
+    response.headers.update(exc.headers or {})
+    return response

@@ -107,6 +107,8 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         # A load balancer reusing a connection the server is closing gets a 502 on a POST.
         "timeout_keep_alive": settings.http_keepalive_seconds,
+        # Only these peers' X-Forwarded-For becomes the client address (per-address limits).
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }
 
 

@@ -97,7 +97,7 @@ def decode_data_uri(uri: str, *, param: str, max_bytes: int) -> bytes:
     encoded = uri[comma + 1 :]
     if len(encoded) * 3 // 4 > max_bytes:
         raise InvalidRequestError(
-            f"{param} is larger than the {max_bytes // (1024 * 1024)} MB limit.", param=param
+            f"{param} is larger than the {max_bytes / (1024 * 1024):g} MB limit.", param=param
         )
     try:
         return pybase64.b64decode(encoded, validate=False)

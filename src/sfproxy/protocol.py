@@ -7,6 +7,7 @@ under SiliconFlow's own names; the `sf_` name wins when both are sent.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,13 @@ from .catalogue import is_ratio, validate_size
 from .validation import problem
 
 ResponseFormat = Literal["url", "b64_json"]
+ChatRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+# `sf_image_size` goes to SiliconFlow as it is, so the document states exactly what passes:
+# WIDTHxHEIGHT with each side from MIN_SIDE (64) to MAX_SIDE (4096), or auto.
+_SIDE = "(?:6[4-9]|[7-9][0-9]|[1-9][0-9]{2}|[1-3][0-9]{3}|40[0-8][0-9]|409[0-6])"
+IMAGE_SIZE_PATTERN = f"^(?:[aA][uU][tT][oO]|{_SIDE}x{_SIDE})$"
+_IMAGE_SIZE = re.compile(IMAGE_SIZE_PATTERN)
 
 
 def _omit_none(value: Any) -> bool:
@@ -71,6 +79,7 @@ class ImageParams(_Request):
         default=None,
         description="Sent to SiliconFlow exactly as given; wins over size.",
         validation_alias=AliasChoices("sf_image_size", "image_size"),
+        json_schema_extra={"pattern": IMAGE_SIZE_PATTERN},
     )
     batch_size: int | None = Field(
         default=None, ge=1, le=16, validation_alias=AliasChoices("sf_batch_size", "batch_size")
@@ -89,9 +98,11 @@ class ImageParams(_Request):
     @field_validator("image_size")
     @classmethod
     def _check_image_size(cls, value: str | None) -> str | None:
-        if value is not None and is_ratio(value):
+        if value is not None and _IMAGE_SIZE.fullmatch(value) is None:
             raise problem(
-                "invalid_size", "'{value}' is not WIDTHxHEIGHT such as 1024x1024", value=value
+                "invalid_size",
+                "'{value}' is not WIDTHxHEIGHT such as 1024x1024 (each side 64 to 4096) or auto",
+                value=value,
             )
         return validate_size(value)
 
@@ -134,10 +145,20 @@ class ImageEditJSONRequest(ImageParams):
     """`POST /v1/images/edits` as JSON: images as URLs or data URIs."""
 
     prompt: Prompt
-    image: str | list[str] = Field(description="An image URL or data URI, or a list of them.")
+    image: str | Annotated[list[str], Field(min_length=1)] = Field(
+        description="An image URL or data URI, or a list of them."
+    )
     mask: Any = None
 
     _prompt_not_blank = field_validator("prompt")(_non_blank)
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _some_image(cls, value: Any) -> Any:
+        # Said here, as pydantic would name a union member ("image.list[str]") instead.
+        if value == []:
+            raise ValueError("Invalid 'image': send at least one image.")
+        return value
 
 
 class TextPart(_Request):
@@ -169,7 +190,7 @@ ContentPart = Annotated[TextPart | ImagePart | OtherPart, Field(union_mode="left
 
 
 class ChatMessage(_Request):
-    role: str
+    role: ChatRole
     content: str | list[ContentPart] | None = None
 
 

@@ -6,6 +6,7 @@ The names users already deploy with (`SILICONFLOW_API_KEY`, `SF_BASE`, `ALLOW_CL
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from functools import cached_property
@@ -35,11 +36,18 @@ def split_list(value: str | None) -> list[str]:
     return [item for item in _SPLIT.split(value or "") if item]
 
 
+# Characters of a secret `mask` may show at most, and then never more than a quarter of it:
+# enough to tell two keys apart in a log, too few to shorten a guess by much.
+MASK_SHOWN_MAX = 4
+
+
 def mask(secret: str) -> str:
     """Enough of a secret to tell two apart, never enough to use one."""
-    if len(secret) <= 8:
+    shown = min(MASK_SHOWN_MAX, len(secret) // 4)
+    if len(secret) <= 8 or shown < 2:
         return "***"
-    return f"{secret[:3]}…{secret[-2:]}"
+    head = shown - shown // 2
+    return f"{secret[:head]}…{secret[len(secret) - shown // 2 :]}"
 
 
 class ConfigError(ValueError):
@@ -134,6 +142,12 @@ class Settings(BaseSettings):
     body_min_bytes_per_second: int = Field(default=1024, gt=0)
     # 0: a third of the open-file limit, since each connection may also hold upstream sockets.
     max_connections: int = Field(default=0, ge=0)
+    # Peers whose X-Forwarded-For uvicorn believes (its own default: loopback only).
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default=["127.0.0.1", "::1"])
+    # Below this much free space on IMAGE_DIR's file system, /readyz says not ready.
+    min_free_disk_mb: float = Field(default=100.0, ge=0)
+    # Swagger UI loads its scripts from a CDN, on the origin where the playground keeps its key.
+    docs_enabled: bool = False
 
     @field_validator("sf_base", "public_base_url", "image_public_base_url")
     @classmethod
@@ -151,6 +165,25 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         return split_list(value) if isinstance(value, str) else value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: Any) -> Any:
+        return split_list(value) if isinstance(value, str) else value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address, a network such as 10.0.0.0/8, or *"
+                ) from None
+        return value
 
     @field_validator("log_level", "log_format", "chat_progress", mode="before")
     @classmethod

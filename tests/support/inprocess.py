@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from sfproxy.app import create_app
 from sfproxy.fake_upstream import FakeSiliconFlow
 from sfproxy.services import Services
-from sfproxy.settings import Settings
+from sfproxy.settings import Settings, load_settings
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 
@@ -98,3 +98,25 @@ async def eventually(condition: Any, *, timeout: float = 10.0, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout} s")
         await asyncio.sleep(0.02)
+
+
+def settings_for(fake: FakeSiliconFlow, **overrides: Any) -> Settings:
+    """Settings for a service in front of `fake`, with no `.env` read."""
+    values: dict[str, Any] = {
+        "sf_base": fake.base_url,
+        "siliconflow_api_key": fake.config.api_key or "sk-any",
+        "upstream_retries": 0,
+        "upstream_cooldown_seconds": 0,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for `app` (from `create_app`), between its lifespan's start and end."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client

@@ -90,8 +90,12 @@ class ImageStore(Protocol):
         """Remove images stored before the Unix time `cutoff`; return how many."""
         ...
 
-    async def check(self) -> None:
-        """Raise ImageStoreError unless the store can be written now (for /readyz)."""
+    async def check(self, *, min_free_bytes: int = 0) -> None:
+        """Raise ImageStoreError unless the store can be written now (for /readyz).
+
+        Where the free space is known (the local store's file system), less than
+        `min_free_bytes` of it fails the check too.
+        """
         ...
 
     def public_url(self, name: str) -> str | None:
@@ -119,7 +123,7 @@ class NoImageStore:
     async def delete_older_than(self, cutoff: float) -> int:
         return 0
 
-    async def check(self) -> None:
+    async def check(self, *, min_free_bytes: int = 0) -> None:
         pass
 
     def public_url(self, name: str) -> str | None:

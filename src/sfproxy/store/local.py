@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -13,6 +14,9 @@ from . import StoredImage, is_valid_name, media_type_of, new_name
 # Images up to this size are written from the event loop itself (see `put`); larger ones in a
 # thread, as a burst of megabyte writes can meet the kernel's dirty-page throttling.
 INLINE_WRITE_BYTES = 256 * 1024
+MB = 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
 class LocalImageStore:
@@ -105,20 +109,30 @@ class LocalImageStore:
                     continue
         return removed
 
-    async def check(self) -> None:
+    async def check(self, *, min_free_bytes: int = 0) -> None:
         probe = self.directory / f".ready-{secrets.token_hex(4)}"
         try:
-            await asyncio.to_thread(self._probe, probe)
+            free = await asyncio.to_thread(self._probe, probe)
         except OSError as exc:
+            # /readyz needs no key: the path goes to the log, not to whoever asked.
+            log.warning("IMAGE_DIR %s is not writable: %s", self.directory, exc)
             raise ImageStoreError(
-                f"IMAGE_DIR {self.directory} is not writable ({exc.strerror})."
+                f"IMAGE_DIR is not writable ({exc.strerror or exc.__class__.__name__})."
             ) from None
+        if free < min_free_bytes:
+            raise ImageStoreError(
+                f"IMAGE_DIR has {free / MB:.0f} MB free, less than MIN_FREE_DISK_MB "
+                f"({min_free_bytes / MB:.10g})."
+            )
 
     @staticmethod
-    def _probe(path: Path) -> None:
+    def _probe(path: Path) -> int:
+        """Write and remove a file; the bytes left free to unprivileged writers."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"ok")
         path.unlink()
+        usage = os.statvfs(path.parent)
+        return usage.f_bavail * usage.f_frsize
 
     def public_url(self, name: str) -> str | None:
         return None

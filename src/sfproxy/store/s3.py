@@ -196,9 +196,19 @@ class S3ImageStore:
         return reason
 
     def _failure(self, action: str, exc: BaseException) -> str:
-        return (
-            f"The image store (S3 bucket {self.bucket!r}) could not {action}: {self._reason(exc)}."
+        """The message for clients; the endpoint, bucket and reason go to the log only.
+
+        Botocore's and aiohttp's texts name the endpoint and often the object's key: a client
+        (or /readyz, which needs no key) learns nothing from them but the store's layout.
+        """
+        log.warning(
+            "image store %s at %s could not %s: %s",
+            self.location,
+            self.endpoint_url or "AWS S3",
+            action,
+            self._reason(exc),
         )
+        return f"The image store could not {action}."
 
     async def put(self, data: bytes, media_type: str) -> str:
         name = new_name(media_type)
@@ -269,7 +279,8 @@ class S3ImageStore:
             raise ImageStoreError(self._failure("delete old images", exc)) from None
         return removed
 
-    async def check(self) -> None:
+    async def check(self, *, min_free_bytes: int = 0) -> None:
+        # S3 reports no free space; min_free_bytes applies to local disks only.
         try:
             await self._s3.put_object(Bucket=self.bucket, Key=self._probe_key, Body=b"ok")
             await self._s3.delete_object(Bucket=self.bucket, Key=self._probe_key)
