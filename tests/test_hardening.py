@@ -202,8 +202,9 @@ def test_the_image_size_pattern_follows_the_side_limits():
 async def test_schema_and_server_agree_on_the_request_constraints(upstream, tmp_path):
     async with serving(create_app(settings_for(upstream, image_dir=tmp_path))) as client:
         document = (await client.get("/openapi.json")).json()
-        schemas = document["components"]["schemas"]
-        image_size = schemas["ImageGenerationRequest"]["properties"]["sf_image_size"]
+        generations = document["paths"]["/v1/images/generations"]["post"]["requestBody"]
+        schema = generations["content"]["application/json"]["schema"]
+        image_size = schema["properties"]["sf_image_size"]
         assert image_size["pattern"] == IMAGE_SIZE_PATTERN
         pattern = re.compile(image_size["pattern"])
         for size in SIZES:
@@ -225,7 +226,9 @@ async def test_schema_and_server_agree_on_the_request_constraints(upstream, tmp_
         assert empty.json()["error"]["message"] == "Invalid 'image': send at least one image."
         assert empty.json()["error"]["param"] == "image"
 
-        role = schemas["ChatMessage"]["properties"]["role"]
+        chat = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+        messages = chat["content"]["application/json"]["schema"]["properties"]["messages"]
+        role = messages["items"]["properties"]["role"]
         roles = ["system", "developer", "user", "assistant", "tool", "function"]
         assert role["enum"] == roles
         for name in roles:

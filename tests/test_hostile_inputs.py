@@ -525,6 +525,22 @@ def test_hostile_bodies_leave_healthz_answering(start):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("path", ["/images/generations", "/images/edits"])
+def test_hostile_image_bodies_leave_healthz_answering(start, path):
+    # Clients spread every UI field into image bodies: a huge one is read in bounded steps too.
+    proxy = start(LOG_LEVEL="warning")
+    body = orjson.dumps({"prompt": "x", "image": "https://a/b.png", "extra": [1] * 8_000_000})
+    assert len(body) > 15 * 1024 * 1024
+    with httpx.Client(base_url=proxy.api_base, timeout=60) as client:
+        with HealthzProbe(proxy.url) as probe:
+            response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "JSON items" in error_of(response)["message"]
+    assert probe.failures == []
+    assert max(probe.latencies) < 0.1, max(probe.latencies)
+
+
+@pytest.mark.slow
 async def test_eight_gif_bombs_at_once_leave_healthz_answering(start):
     proxy = start(LOG_LEVEL="warning")
     body = chat_body([image_message("edit", data_uri(GIF_BOMB, "image/gif"))])

@@ -21,10 +21,10 @@ import asyncio
 import re
 import secrets
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 
 from .errors import InvalidRequestError
@@ -43,6 +43,7 @@ _SLICE_SECONDS = 0.005
 # A string's contents up to its closing quote or an incomplete escape; possessive, so linear.
 _STRING_BODY = re.compile(rb'(?:[^"\\]++|\\.)*+', re.DOTALL)
 _MESSAGE = TypeAdapter(ChatMessage)
+Model = TypeVar("Model", bound=BaseModel)
 _ABSENT = object()
 
 
@@ -141,6 +142,10 @@ def _too_many_items(param: str | None) -> InvalidRequestError:
 
 async def load_json(body: bytes, *, max_string: int, param: str | None = None) -> Any:
     """The parsed body, in steps that each hold the event loop briefly (see the module doc)."""
+    if not body.strip():
+        raise InvalidRequestError(
+            "Request body is missing: send a JSON object.", code="missing_body"
+        )
     pause = _Yielder()
     spans = await _string_spans(body, max_string=max_string, param=param, pause=pause)
     # Cut out the largest strings until what remains is small enough to parse in one step.
@@ -271,7 +276,18 @@ async def read_chat_request(
     return params
 
 
-def openapi_request_body(model: type[ChatCompletionRequest]) -> dict[str, Any]:
+async def read_json_request(request: Request, model: type[Model], *, max_string: int) -> Model:
+    """A JSON request body of `model`, read in bounded steps like a chat's."""
+    raw = await load_json(await request.body(), max_string=max_string)
+    if not isinstance(raw, dict):
+        raise InvalidRequestError("Request body must be a JSON object.", code="invalid_body")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise invalid_request(exc.errors()) from None
+
+
+def openapi_request_body(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAPI `requestBody` of a route that reads its body itself, the schema inlined."""
     schema = model.model_json_schema()
     definitions = schema.pop("$defs", {})

@@ -157,7 +157,7 @@ class ImageEditJSONRequest(ImageParams):
     def _some_image(cls, value: Any) -> Any:
         # Said here, as pydantic would name a union member ("image.list[str]") instead.
         if value == []:
-            raise ValueError("Invalid 'image': send at least one image.")
+            raise problem("too_short", "send at least one image")
         return value
 
 

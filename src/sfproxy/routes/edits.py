@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
+from ..bodies import read_json_request
 from ..errors import InvalidRequestError
 from ..inputs import InputImages
 from ..plan import ImageJob
@@ -150,13 +150,8 @@ async def _read_form(request: Request, inputs: InputImages) -> tuple[ImageParams
 
 
 async def _read_json(request: Request, inputs: InputImages) -> tuple[ImageParams, str, list[str]]:
-    try:
-        raw = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"Request body is not valid JSON: {exc}.") from None
-    if not isinstance(raw, dict):
-        raise InvalidRequestError("Request body must be a JSON object.")
-    params = _validated(ImageEditJSONRequest, raw)
+    # Data URIs make these bodies large: read in bounded steps, like a chat's.
+    params = await read_json_request(request, ImageEditJSONRequest, max_string=inputs.max_bytes * 2)
     if params.mask is not None:
         raise InvalidRequestError(MASK_UNSUPPORTED, param="mask")
     images = [params.image] if isinstance(params.image, str) else params.image

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ..bodies import openapi_request_body, read_json_request
 from ..plan import ImageJob
 from ..protocol import ImageGenerationRequest, ImagesResponse
 from ..render.images import images_renderer
@@ -18,10 +19,12 @@ router = APIRouter(prefix="/v1", tags=["images"])
     response_model=ImagesResponse,
     responses=ERROR_RESPONSES,
     summary="Generate images",
+    openapi_extra={"requestBody": openapi_request_body(ImageGenerationRequest)},
 )
-async def create_images(
-    body: ImageGenerationRequest, request: Request, services: ServicesDep, client: ClientDep
-) -> Response:
+async def create_images(request: Request, services: ServicesDep, client: ClientDep) -> Response:
+    body = await read_json_request(
+        request, ImageGenerationRequest, max_string=services.settings.max_body_bytes
+    )
     job = ImageJob.from_params(
         body,
         prompt=body.prompt,
