@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from . import __version__
@@ -86,6 +87,7 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_left)
 
     # Added innermost first: CORS wraps everything, so even 413s and 500s carry its headers,
     # and the request log wraps CORS, so it sees (and times) every answer.
@@ -165,7 +167,9 @@ async def _proxy_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProxyError)
     if exc.status_code >= 500:
         logger.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
-    note_of(request).error = exc.code or exc.error_type
+    # A 400 is logged by the parameter it names, as a validation error is.
+    named = isinstance(exc, InvalidRequestError) and exc.param
+    note_of(request).error = f"invalid {exc.param}" if named else exc.code or exc.error_type
     return error_response(exc)
 
 
@@ -174,6 +178,15 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     error = invalid_request(exc.errors())
     note_of(request).error = f"invalid {error.param or 'body'}"
     return error_response(error)
+
+
+async def _client_left(request: Request, exc: Exception) -> Response:
+    """The client went (or was closed as too slow) while its body was read: nobody reads an
+    answer, and it is no server error; the request log names it."""
+    note_of(request).error = "client_disconnected"
+    return error_response(
+        InvalidRequestError("The request body did not arrive whole.", code="incomplete_body")
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -174,7 +174,8 @@ async def load_json(body: bytes, *, max_string: int, param: str | None = None) -
     try:
         document = orjson.loads(b"".join(pieces))
         del pieces
-        await asyncio.sleep(0)
+        if strings:
+            await asyncio.sleep(0)
         decoded: dict[str, str] = {}
         for placeholder, (start, end) in strings.items():
             decoded[placeholder] = await _decode_string(view, start, end, pause)
