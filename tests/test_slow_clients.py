@@ -158,55 +158,59 @@ async def test_slow_connections_are_closed_while_normal_requests_are_served(
         "HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
     }
     proxy = start_proxy(env, tmp_path)
-    port = int(proxy.url.rsplit(":", 1)[1])
-    headers_before, body_before = closed_slow(proxy, "headers"), closed_slow(proxy, "body")
-    # Thousands, within this process's open-file limit and the server's (a third of it).
-    per_kind = min(600, open_file_limit // 20)
-    kinds = ("silent", "request line", "headers", "trickled headers", "trickled body")
-    clients = [SlowClient(kind) for kind in kinds for _ in range(per_kind)]
+    try:
+        port = int(proxy.url.rsplit(":", 1)[1])
+        headers_before, body_before = closed_slow(proxy, "headers"), closed_slow(proxy, "body")
+        # Thousands, within this process's open-file limit and the server's (a third of it).
+        per_kind = min(600, open_file_limit // 20)
+        kinds = ("silent", "request line", "headers", "trickled headers", "trickled body")
+        clients = [SlowClient(kind) for kind in kinds for _ in range(per_kind)]
 
-    loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        await loop.run_in_executor(pool, time.monotonic)  # the process is up
-        normal = loop.run_in_executor(pool, normal_requests, proxy.api_base, HEADER_TIMEOUT + 2)
-        holding = []
-        # Opened at a slowloris' pace, a few hundred at a time, rather than all in one burst
-        # (which the server takes a moment to accept).
-        for batch in range(0, len(clients), 250):
-            holding += [asyncio.ensure_future(hold(port, c)) for c in clients[batch : batch + 250]]
-            await asyncio.sleep(0.1)
-        await asyncio.wait_for(asyncio.gather(*holding), timeout=20)
-        outcomes = await normal
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            await loop.run_in_executor(pool, time.monotonic)  # the process is up
+            normal = loop.run_in_executor(pool, normal_requests, proxy.api_base, HEADER_TIMEOUT + 2)
+            holding = []
+            # Opened at a slowloris' pace, a few hundred at a time, rather than all in one burst
+            # (which the server takes a moment to accept).
+            for batch in range(0, len(clients), 250):
+                holding += [
+                    asyncio.ensure_future(hold(port, c)) for c in clients[batch : batch + 250]
+                ]
+                await asyncio.sleep(0.1)
+            await asyncio.wait_for(asyncio.gather(*holding), timeout=20)
+            outcomes = await normal
 
-    # Normal requests were all served, promptly, while thousands of slow ones were held.
-    all_held = max(client.opened for client in clients), min(c.closed for c in clients)
-    assert sum(all_held[0] < started < all_held[1] for _, _, started in outcomes) >= 20
-    assert [status for status, _, _ in outcomes] == [200] * len(outcomes)
-    # None waited for the slow ones to be closed (the worst seen is ~150 ms, on a machine
-    # shared with other test runs).
-    assert max(seconds for _, seconds, _ in outcomes) < 1.0
-    # Bodies cut off by the guard are the client's failure: no 500, no traceback.
-    assert "Traceback" not in proxy.log()
-    assert '"status": 500' not in proxy.log()
+        # Normal requests were all served, promptly, while thousands of slow ones were held.
+        all_held = max(client.opened for client in clients), min(c.closed for c in clients)
+        assert sum(all_held[0] < started < all_held[1] for _, _, started in outcomes) >= 20
+        assert [status for status, _, _ in outcomes] == [200] * len(outcomes)
+        # None waited for the slow ones to be closed (the worst seen is ~150 ms, on a machine
+        # shared with other test runs).
+        assert max(seconds for _, seconds, _ in outcomes) < 1.0
+        # Bodies cut off by the guard are the client's failure: no 500, no traceback.
+        assert "Traceback" not in proxy.log()
+        assert '"status": 500' not in proxy.log()
 
-    for client in clients:
-        # Closed by the server at its deadline: the headers' from the connection's start
-        # (bytes trickling in do not extend it), the body's extended by 1 s per 1024 bytes.
-        assert HEADER_TIMEOUT - 0.1 < client.held < HEADER_TIMEOUT + CLOSE_MARGIN, client
-        if client.kind == "silent":
-            assert client.answer == b""
-        else:
-            assert client.answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), client
-            assert b'"code":"request_timeout"' in client.answer
-    assert closed_slow(proxy, "headers") - headers_before == 4 * per_kind
-    assert closed_slow(proxy, "body") - body_before == per_kind
+        for client in clients:
+            # Closed by the server at its deadline: the headers' from the connection's start
+            # (bytes trickling in do not extend it), the body's extended by 1 s per 1024 bytes.
+            assert HEADER_TIMEOUT - 0.1 < client.held < HEADER_TIMEOUT + CLOSE_MARGIN, client
+            if client.kind == "silent":
+                assert client.answer == b""
+            else:
+                assert client.answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), client
+                assert b'"code":"request_timeout"' in client.answer
+        assert closed_slow(proxy, "headers") - headers_before == 4 * per_kind
+        assert closed_slow(proxy, "body") - body_before == per_kind
 
-    # Logged as totals per interval, not a line per connection.
-    log = proxy.log()
-    assert 1 <= log.count("did not complete their request headers within 2 s") <= 2
-    assert 1 <= log.count("sent their request body slower than 1024 bytes/s") <= 2
-    assert "Traceback" not in log
-    proxy.stop()
+        # Logged as totals per interval, not a line per connection.
+        log = proxy.log()
+        assert 1 <= log.count("did not complete their request headers within 2 s") <= 2
+        assert 1 <= log.count("sent their request body slower than 1024 bytes/s") <= 2
+        assert "Traceback" not in log
+    finally:
+        proxy.stop()
 
 
 async def test_idle_keepalive_connections_wait_for_the_keepalive_timeout(start):
