@@ -39,6 +39,8 @@ from .plan import INPUT_IMAGE_FIELDS, ImageJob, Plan
 from .validation import invalid_param
 
 Render = Callable[[Generation], Awaitable[Response]]
+# Seconds into a non-streamed request after which a client's disconnect is watched for.
+WATCH_AFTER = 0.2
 
 
 class Corridor:
@@ -252,6 +254,9 @@ class ClientWatch:
 
     Uvicorn does not stop a handler whose client has gone; this reads the request's channel,
     which says `http.disconnect` when the connection closes (the body was already read).
+    Watching starts `WATCH_AFTER` seconds into the request: most answers are sent sooner, and
+    a timer costs them less than a task would (at concurrency 1 the task showed in the
+    benchmark's CPU per request). A client that leaves earlier is noticed then.
     """
 
     def __init__(self, request: Request) -> None:
@@ -261,7 +266,14 @@ class ClientWatch:
         assert task is not None
         self._task = task
         self._receive = request.receive
-        self._watcher: asyncio.Task[None] | None = asyncio.ensure_future(self._watch())
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            WATCH_AFTER, self._start
+        )
+
+    def _start(self) -> None:
+        self._timer = None
+        self._watcher = asyncio.ensure_future(self._watch())
 
     async def _watch(self) -> None:
         while True:
@@ -277,6 +289,9 @@ class ClientWatch:
         self.stop()
 
     def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
