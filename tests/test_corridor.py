@@ -18,6 +18,7 @@ from sfproxy.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from sfproxy.protocol import ImageRef
 from sfproxy.render.chat import ChatAnswer, ChatStream
 from sfproxy.retries import RetryPolicy, retry_after_seconds
 
@@ -181,16 +182,14 @@ async def test_the_upstream_session_is_injectable(fake, tmp_path):
 
 async def _answer_after(event: asyncio.Event) -> ChatAnswer:
     await event.wait()
-    return ChatAnswer(content="![image](u)", images=[])
+    return ChatAnswer(content="![image](u)", images=[ImageRef(image_url={"url": "u"})])
 
 
 async def test_the_sse_writer_keeps_alive_then_answers_and_marks_delivery():
     stream = ChatStream(completion_id="c", model="m", provider="p", include_usage=True)
     ready = asyncio.Event()
     delivered: list[int] = []
-    events = stream.events(
-        _answer_after(ready), keepalive=0.01, delivered=lambda: delivered.append(1)
-    )
+    events = stream.events(_answer_after(ready), keepalive=0.01, delivered=delivered.append)
     first = await anext(events)
     assert first.startswith(b'data: {"id":"c"') and b'"role":"assistant"' in first
     assert await anext(events) == b": keepalive\n\n"
@@ -210,7 +209,8 @@ async def test_the_sse_writer_sends_errors_as_data_lines():
         raise UpstreamServerError("SiliconFlow failed (500)", maybe_billed=True)
 
     chunks = [
-        chunk async for chunk in stream.events(failing(), keepalive=1.0, delivered=lambda: None)
+        chunk
+        async for chunk in stream.events(failing(), keepalive=1.0, delivered=lambda images: None)
     ]
     assert chunks[1].startswith(b'data: {"error":{"message":"SiliconFlow failed (500)"')
     assert chunks[2:] == [b"data: [DONE]\n\n"]

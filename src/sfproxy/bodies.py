@@ -21,7 +21,7 @@ import asyncio
 import re
 import secrets
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -29,7 +29,7 @@ from starlette.requests import Request
 
 from .errors import InvalidRequestError
 from .protocol import ChatCompletionRequest, ChatMessage
-from .validation import invalid_request
+from .validation import Model, invalid_request, missing_body, not_an_object, not_json, validated
 
 # Strings, commas, colons and brackets: each is at most one Python object once parsed. This many
 # cost about 20 MB and a few tens of milliseconds of validation, however the body is shaped.
@@ -45,7 +45,6 @@ _SLICE_SECONDS = 0.005
 # A string's contents up to its closing quote or an incomplete escape; possessive, so linear.
 _STRING_BODY = re.compile(rb'(?:[^"\\]++|\\.)*+', re.DOTALL)
 _MESSAGE = TypeAdapter(ChatMessage)
-Model = TypeVar("Model", bound=BaseModel)
 _ABSENT = object()
 
 
@@ -93,7 +92,7 @@ async def _string_spans(
                     "this service accepts (MAX_IMAGE_MB).",
                     param=param,
                 )
-            raise InvalidRequestError("Request body is not valid JSON: unterminated string.")
+            raise not_json("unterminated string")
         spans.append((quote, end))
         items += 1
         if items > MAX_JSON_ITEMS:
@@ -145,16 +144,14 @@ def _too_many_items(param: str | None) -> InvalidRequestError:
 async def load_json(body: bytes, *, max_string: int, param: str | None = None) -> Any:
     """The parsed body, in steps that each hold the event loop briefly (see the module doc)."""
     if not body.strip():
-        raise InvalidRequestError(
-            "Request body is missing: send a JSON object.", code="missing_body"
-        )
+        raise missing_body()
     if len(body) <= SMALL_BODY:
         # Too small to hold more than a few thousand items or to take a millisecond to parse:
         # the steps below would only add their own cost (most requests are this small).
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise InvalidRequestError(f"Request body is not valid JSON: {exc}.") from None
+            raise not_json(str(exc)) from None
     pause = _Yielder()
     spans = await _string_spans(body, max_string=max_string, param=param, pause=pause)
     # Cut out the largest strings until what remains is small enough to parse in one step.
@@ -190,7 +187,7 @@ async def load_json(body: bytes, *, max_string: int, param: str | None = None) -
             decoded[placeholder] = await _decode_string(view, start, end, pause)
             await pause()
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"Request body is not valid JSON: {exc}.") from None
+        raise not_json(str(exc)) from None
     finally:
         view.release()
     if decoded:
@@ -250,11 +247,7 @@ async def read_chat_request(
 
     `max_messages` bounds the history; `max_string` the longest string (in bytes) worth parsing.
     """
-    body = await request.body()
-    raw = await load_json(body, max_string=max_string, param="messages")
-    del body
-    if not isinstance(raw, dict):
-        raise InvalidRequestError("Request body must be a JSON object.")
+    raw = await _read_object(request, max_string=max_string, param="messages")
     messages = raw.pop("messages", _ABSENT)
     if isinstance(messages, list) and len(messages) > max_messages:
         raise InvalidRequestError(
@@ -288,13 +281,16 @@ async def read_chat_request(
 
 async def read_json_request(request: Request, model: type[Model], *, max_string: int) -> Model:
     """A JSON request body of `model`, read in bounded steps like a chat's."""
-    raw = await load_json(await request.body(), max_string=max_string)
+    return validated(model, await _read_object(request, max_string=max_string))
+
+
+async def _read_object(
+    request: Request, *, max_string: int, param: str | None = None
+) -> dict[str, Any]:
+    raw = await load_json(await request.body(), max_string=max_string, param=param)
     if not isinstance(raw, dict):
-        raise InvalidRequestError("Request body must be a JSON object.", code="invalid_body")
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise invalid_request(exc.errors()) from None
+        raise not_an_object()
+    return raw
 
 
 def openapi_request_body(model: type[BaseModel]) -> dict[str, Any]:

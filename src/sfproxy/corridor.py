@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic_core import PydanticCustomError
 from starlette.requests import Request
@@ -153,7 +153,6 @@ class Ticket:
     _flight: Flight | None = None
     _waiting: bool = False
     _closed: bool = False
-    _progress: list[Progress] = field(default_factory=list)
 
     @property
     def model(self) -> str:
@@ -227,7 +226,7 @@ class Ticket:
         undelivered = self.plan.requested - self.delivered
         note = self.note
         note.delivered = self.delivered
-        note.refunded = max(refunded, 0)
+        note.refunded = refunded
         if self._flight is not None:
             note.trace_ids = self._flight.calls.trace_ids
         metrics = self.corridor.metrics

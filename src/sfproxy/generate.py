@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from .catalogue import Catalogue, ModelSpec, fit_size
 from .errors import ImageStoreError, ProxyError, UpstreamError
 from .plan import INPUT_IMAGE_FIELDS, MAX_SEED, ImageJob, Plan
 from .retries import MAX_RETRY_WAIT
-from .siliconflow import SiliconFlowClient
+from .siliconflow import SiliconFlowClient, UpstreamImages
 from .store import ImageStore
 from .timing import Clock
 
@@ -148,16 +148,19 @@ class Calls:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def _enter_wait(self) -> asyncio.Task[Any]:
+    @contextmanager
+    def cancellable(self) -> Iterator[Callable[[], None]]:
+        """Inside, `abandon()` cancels the current task (a call not yet at SiliconFlow); the
+        function it gives ends that early, once the call is sent."""
         if self.abandoned:
             raise Abandoned
         task = asyncio.current_task()
         assert task is not None
         self._waiting.add(task)
-        return task
-
-    def _leave_wait(self, task: asyncio.Task[Any]) -> None:
-        self._waiting.discard(task)
+        try:
+            yield lambda: self._waiting.discard(task)
+        finally:
+            self._waiting.discard(task)
 
 
 class ImageGenerator:
@@ -281,18 +284,17 @@ class ImageGenerator:
         )
         return list(kept)
 
-    async def _generate(self, calls: Calls, body: dict[str, Any], count: int) -> Any:
+    async def _generate(self, calls: Calls, body: dict[str, Any], count: int) -> UpstreamImages:
         """The upstream generation, tried again only when that cannot pay twice."""
         model = calls.plan.job.model
         policy = self.client.retry
         attempt = 0
         while True:
-            task = calls._enter_wait()
-            try:
+            with calls.cancellable() as sent:
                 async with calls.limit:
                     async with self.pacer.slot(model, count) as waited:
                         # From here the call is SiliconFlow's: it is no longer cancelled.
-                        calls._leave_wait(task)
+                        sent()
                         calls.queue.add(waited)
                         try:
                             with calls.upstream.measure():
@@ -305,8 +307,6 @@ class ImageGenerator:
                             if result.trace_id:
                                 calls.trace_ids.append(result.trace_id)
                             return result
-            finally:
-                calls._leave_wait(task)
             if failure.trace_id:
                 calls.trace_ids.append(failure.trace_id)
             wait = policy.delay(attempt, failure.retry_after)
@@ -319,11 +319,8 @@ class ImageGenerator:
                 raise failure
             attempt += 1
             self.client.note_retry("generate", model, failure, attempt, wait)
-            task = calls._enter_wait()
-            try:
+            with calls.cancellable():
                 await asyncio.sleep(wait)
-            finally:
-                calls._leave_wait(task)
 
     async def _keep(
         self, url: str, job: ImageJob, seed: int | None, clock: Clock

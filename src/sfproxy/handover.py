@@ -61,14 +61,9 @@ class Flight:
         self.task: asyncio.Task[Generation] = asyncio.ensure_future(work)
         self.task.add_done_callback(self._finished)
 
-    @property
-    def abandoned(self) -> bool:
-        return self.calls.abandoned
-
     def join(self) -> None:
         self.waiting += 1
-        if self.calls.abandoned:
-            self.calls.resume()
+        self.calls.resume()
 
     def leave(self) -> None:
         """A waiting request left without the result (its client went, or its deadline)."""
@@ -125,8 +120,7 @@ class Flights:
     ) -> Flight:
         flight = Flight(key, calls, work, origin=origin, flights=self)
         flight.join()
-        if not flight.task.done():
-            self._running.add(flight)
+        self._running.add(flight)
         return flight
 
     def note_abandoned(self, flight: Flight) -> None:

@@ -11,8 +11,9 @@ alike: the parameter comes from the location, never from a message's text.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
 from .errors import InvalidRequestError
@@ -20,6 +21,7 @@ from .errors import InvalidRequestError
 # A location as pydantic reports it, e.g. ("body", "messages", 0, "role").
 Location = tuple[str | int, ...]
 Spelling = Callable[[Location], str | None]
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def problem(kind: str, reason: str, **context: Any) -> PydanticCustomError:
@@ -51,15 +53,9 @@ def invalid_request(
     location: Location = tuple(first.get("loc", ()))
     param = spell(location)
     if kind == "json_invalid":
-        reason = first.get("ctx", {}).get("error", "")
-        message = f"Request body is not valid JSON{': ' + str(reason) if reason else ''}."
-        return InvalidRequestError(message, code="invalid_json")
+        return not_json(str(first.get("ctx", {}).get("error", "")))
     if param is None:
-        if kind == "missing":
-            return InvalidRequestError(
-                "Request body is missing: send a JSON object.", code="missing_body"
-            )
-        return InvalidRequestError("Request body must be a JSON object.", code="invalid_body")
+        return missing_body() if kind == "missing" else not_an_object()
     if kind == "missing":
         message = f"Missing required parameter: '{param}'."
     else:
@@ -69,6 +65,27 @@ def invalid_request(
     if len(errors) > 1:
         message += f" ({len(errors) - 1} more problem(s) in the request.)"
     return InvalidRequestError(message, param=reported_as or param, code=_code(kind))
+
+
+def validated(model: type[Model], values: Any) -> Model:
+    """`values` as `model`, or the one 400 for what is wrong with them."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise invalid_request(exc.errors()) from None
+
+
+def not_json(reason: str = "") -> InvalidRequestError:
+    message = f"Request body is not valid JSON{': ' + reason if reason else ''}."
+    return InvalidRequestError(message, code="invalid_json")
+
+
+def missing_body() -> InvalidRequestError:
+    return InvalidRequestError("Request body is missing: send a JSON object.", code="missing_body")
+
+
+def not_an_object() -> InvalidRequestError:
+    return InvalidRequestError("Request body must be a JSON object.", code="invalid_body")
 
 
 def invalid_param(param: str, error: PydanticCustomError) -> InvalidRequestError:

@@ -142,11 +142,11 @@ class ChatStream:
         work: Coroutine[Any, Any, ChatAnswer],
         *,
         keepalive: float,
-        delivered: Callable[[], None],
+        delivered: Callable[[int], None],
         progress: asyncio.Queue[str] | None = None,
         closing: asyncio.Event | None = None,
     ) -> AsyncIterator[bytes]:
-        """The stream; `delivered` is called once the images have been sent."""
+        """The stream; `delivered` is told how many images were sent, once they were."""
         # The role chunk goes out before any work, so clients see the answer has started.
         yield self.chunk(ChunkDelta(role="assistant", content=""))
         task = asyncio.ensure_future(work)
@@ -175,7 +175,7 @@ class ChatStream:
                 return
             yield self.chunk(ChunkDelta(content=answer.content, images=answer.images))
             # Resumed only once the chunk above was handed to the connection.
-            delivered()
+            delivered(len(answer.images))
             yield self.chunk(ChunkDelta(), finish=True)
             if self.include_usage:
                 yield self.chunk(usage=Usage())

@@ -76,17 +76,15 @@ async def create_chat_completion(
     progress: asyncio.Queue[str] | None = (
         asyncio.Queue() if settings.chat_progress == "reasoning" else None
     )
-    delivered: list[int] = []
 
     async def produce_answer() -> ChatAnswer:
         generation = await ticket.generation(progress.put_nowait if progress else None)
-        delivered.append(len(generation.images))
         return await answer_for(generation, response_format, url_for)
 
     events = stream.events(
         produce_answer(),
         keepalive=settings.stream_keepalive_seconds,
-        delivered=lambda: ticket.deliver(sum(delivered)),
+        delivered=ticket.deliver,
         progress=progress,
         closing=request.app.state.drain.closing,
     )

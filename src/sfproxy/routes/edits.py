@@ -6,10 +6,9 @@ The openai SDKs send one file as `image` and several as repeated `image[]`; Cher
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
@@ -24,7 +23,7 @@ from ..protocol import (
     ImagesResponse,
 )
 from ..render.images import images_renderer
-from ..validation import invalid_request
+from ..validation import validated
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep, url_maker
 
 router = APIRouter(prefix="/v1", tags=["images"])
@@ -124,7 +123,7 @@ async def _read_form(request: Request, inputs: InputImages) -> tuple[ImageParams
             for key, value in form.multi_items()
             if isinstance(value, str) and value != "" and key not in IMAGE_FIELDS
         }
-        params = _validated(ImageGenerationRequest, fields)
+        params = validated(ImageGenerationRequest, fields)
         parts = [value for key, value in form.multi_items() if key in IMAGE_FIELDS]
         if len(parts) > MAX_INPUT_FILES:
             raise InvalidRequestError(
@@ -165,13 +164,3 @@ async def _read_json(request: Request, inputs: InputImages) -> tuple[ImageParams
         for i, image in enumerate(images)
     ]
     return params, params.prompt, references
-
-
-Model = TypeVar("Model", ImageGenerationRequest, ImageEditJSONRequest)
-
-
-def _validated(model: type[Model], values: dict[str, Any]) -> Model:
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        raise invalid_request(exc.errors()) from None
