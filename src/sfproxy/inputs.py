@@ -98,12 +98,10 @@ def _readable_media_type(data: bytes, param: str, max_pixels: int) -> str:
             image_format = (image.format or "").lower()
             image.verify()
     except ImageTooLargeError as exc:
-        raise InvalidRequestError(f"{param} is too large: {exc}.", param=param) from None
+        raise _too_large(param, exc) from None
     except Exception:
         # ImageError, or whatever verify() raises on a damaged file.
-        raise InvalidRequestError(
-            f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param
-        ) from None
+        raise _unreadable(param) from None
     media_type = MEDIA_TYPES.get(image_format)
     if media_type is None:
         raise InvalidRequestError(
@@ -117,8 +115,16 @@ def _converted(data: bytes, param: str, max_pixels: int) -> bytes:
     try:
         return convert_to_png(data, max_pixels=max_pixels)
     except ImageTooLargeError as exc:
-        raise InvalidRequestError(f"{param} is too large: {exc}.", param=param) from None
+        raise _too_large(param, exc) from None
     except ImageError:
-        raise InvalidRequestError(
-            f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param
-        ) from None
+        raise _unreadable(param) from None
+
+
+def _too_large(param: str, exc: ImageTooLargeError) -> InvalidRequestError:
+    return InvalidRequestError(f"{param} is too large: {exc}.", param=param)
+
+
+def _unreadable(param: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"{param} is not a readable image (PNG, JPEG, WebP or GIF).", param=param
+    )
