@@ -25,7 +25,7 @@ from sfproxy.routes.health import READY_CACHE_SECONDS, ReadinessCache
 from sfproxy.settings import MASK_SHOWN_MAX, ConfigError, load_settings, mask
 
 from .conftest import StartProxy
-from .support.inprocess import serving, settings_for
+from .support.inprocess import service_settings, serving
 from .support.nginx import nginx_binary, start_nginx
 from .support.proxy import start_proxy
 
@@ -58,7 +58,7 @@ def free_mb(directory: Path) -> float:
 
 async def test_readyz_reuses_its_answer_until_it_is_stale(upstream, tmp_path):
     image_dir = tmp_path / "images"
-    app = create_app(settings_for(upstream, image_dir=image_dir))
+    app = create_app(service_settings(upstream, image_dir=image_dir))
     clock = ManualClock()
     app.state.readiness = ReadinessCache(clock=clock)
     async with serving(app) as client:
@@ -77,7 +77,7 @@ async def test_readyz_reuses_its_answer_until_it_is_stale(upstream, tmp_path):
 
 
 async def test_concurrent_probes_share_one_check(upstream, tmp_path):
-    app = create_app(settings_for(upstream, image_dir=tmp_path / "images"))
+    app = create_app(service_settings(upstream, image_dir=tmp_path / "images"))
     async with serving(app) as client:
         store = app.state.services.store
         checks = 0
@@ -97,7 +97,7 @@ async def test_concurrent_probes_share_one_check(upstream, tmp_path):
 
 async def test_readyz_is_not_ready_when_the_disk_is_nearly_full(upstream, tmp_path):
     threshold = round(free_mb(tmp_path)) + 1_000_000
-    settings = settings_for(upstream, image_dir=tmp_path / "images", min_free_disk_mb=threshold)
+    settings = service_settings(upstream, image_dir=tmp_path / "images", min_free_disk_mb=threshold)
     async with serving(create_app(settings)) as client:
         response = await client.get("/readyz")
     assert response.status_code == 503
@@ -110,7 +110,7 @@ async def test_readyz_is_not_ready_when_the_disk_is_nearly_full(upstream, tmp_pa
 
 async def test_readyz_is_ready_with_room_above_the_threshold(upstream, tmp_path):
     threshold = max(0, round(free_mb(tmp_path)) - 1_000)
-    settings = settings_for(upstream, image_dir=tmp_path / "images", min_free_disk_mb=threshold)
+    settings = service_settings(upstream, image_dir=tmp_path / "images", min_free_disk_mb=threshold)
     async with serving(create_app(settings)) as client:
         response = await client.get("/readyz")
     assert response.status_code == 200
@@ -121,7 +121,7 @@ async def test_readyz_is_ready_with_room_above_the_threshold(upstream, tmp_path)
 
 
 async def test_405_names_the_allowed_methods(upstream, tmp_path):
-    async with serving(create_app(settings_for(upstream, image_dir=tmp_path))) as client:
+    async with serving(create_app(service_settings(upstream, image_dir=tmp_path))) as client:
         health = await client.post("/healthz")
         generations = await client.get("/v1/images/generations")
     assert health.status_code == 405
@@ -133,7 +133,7 @@ async def test_405_names_the_allowed_methods(upstream, tmp_path):
 
 
 async def test_an_input_image_over_a_fractional_limit_names_that_limit(upstream, tmp_path):
-    settings = settings_for(upstream, image_dir=tmp_path, max_image_mb=0.5)
+    settings = service_settings(upstream, image_dir=tmp_path, max_image_mb=0.5)
     big = "data:image/png;base64," + base64.b64encode(PNG + bytes(600_000)).decode()
     async with serving(create_app(settings)) as client:
         response = await client.post(
@@ -149,7 +149,7 @@ async def test_an_input_image_over_a_fractional_limit_names_that_limit(upstream,
 
 
 async def test_docs_are_off_by_default_and_the_document_stays(upstream, tmp_path):
-    async with serving(create_app(settings_for(upstream, image_dir=tmp_path))) as client:
+    async with serving(create_app(service_settings(upstream, image_dir=tmp_path))) as client:
         docs = await client.get("/docs")
         document = await client.get("/openapi.json")
     assert docs.status_code == 404
@@ -158,7 +158,7 @@ async def test_docs_are_off_by_default_and_the_document_stays(upstream, tmp_path
 
 
 async def test_docs_enabled_serves_swagger_ui(upstream, tmp_path):
-    settings = settings_for(upstream, image_dir=tmp_path, docs_enabled=True)
+    settings = service_settings(upstream, image_dir=tmp_path, docs_enabled=True)
     async with serving(create_app(settings)) as client:
         docs = await client.get("/docs")
     assert docs.status_code == 200
@@ -200,7 +200,7 @@ def test_the_image_size_pattern_follows_the_side_limits():
 
 
 async def test_schema_and_server_agree_on_the_request_constraints(upstream, tmp_path):
-    async with serving(create_app(settings_for(upstream, image_dir=tmp_path))) as client:
+    async with serving(create_app(service_settings(upstream, image_dir=tmp_path))) as client:
         document = (await client.get("/openapi.json")).json()
         generations = document["paths"]["/v1/images/generations"]["post"]["requestBody"]
         schema = generations["content"]["application/json"]["schema"]

@@ -34,6 +34,7 @@ from sfproxy.settings import Settings
 
 from .conftest import UPSTREAM_KEY
 from .images import data_uri, decoded, image_bytes
+from .support.inprocess import service_settings, serving
 
 EDIT_MODEL = "Qwen/Qwen-Image-Edit"
 
@@ -74,30 +75,14 @@ async def upstream() -> AsyncIterator[FakeSiliconFlow]:
     await fake.stop_async()
 
 
-def settings_for(upstream: FakeSiliconFlow, tmp_path: Path, **changes: object) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        sf_base=upstream.base_url,
-        siliconflow_api_key=UPSTREAM_KEY,
-        upstream_retries=0,
-        image_dir=tmp_path / "images",
-        **changes,
-    )
-
-
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://proxy.test", timeout=30
-        ) as client:
-            yield client
+    async with serving(create_app(settings)) as client:
+        yield client
 
 
 @pytest.fixture
 async def api(upstream: FakeSiliconFlow, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in app_client(settings_for(upstream, tmp_path)):
+    async for client in app_client(service_settings(upstream, tmp_path)):
         yield client
 
 
@@ -198,7 +183,7 @@ async def test_chat_prompt_has_the_images_api_length_limit(api, upstream):
 
 
 async def test_message_count_is_capped_by_a_setting(upstream, tmp_path):
-    async for api in app_client(settings_for(upstream, tmp_path, max_chat_messages=3)):
+    async for api in app_client(service_settings(upstream, tmp_path, max_chat_messages=3)):
         messages = [{"role": "user", "content": f"turn {i}"} for i in range(4)]
         response = await api.post(
             "/v1/chat/completions", json=chat_body(messages, "Qwen/Qwen-Image")
@@ -338,7 +323,7 @@ async def test_gif_bomb_is_400_before_decoding(api, upstream):
 
 
 async def test_pixel_limit_is_a_setting(upstream, tmp_path):
-    async for api in app_client(settings_for(upstream, tmp_path, max_input_pixels=64 * 48 - 1)):
+    async for api in app_client(service_settings(upstream, tmp_path, max_input_pixels=64 * 48 - 1)):
         response = await api.post(
             "/v1/images/edits",
             data={"model": EDIT_MODEL, "prompt": "p"},
@@ -377,7 +362,7 @@ async def test_damaged_image_is_400_not_500(api, upstream):
 
 
 async def test_bomb_read_back_from_the_store_is_400(upstream, tmp_path):
-    settings = settings_for(upstream, tmp_path)
+    settings = service_settings(upstream, tmp_path)
     name = "0123456789abcdef0123456789abcdef.png"
     (tmp_path / "images" / name[:2]).mkdir(parents=True)
     (tmp_path / "images" / name[:2] / name).write_bytes(PNG_BOMB)

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,19 +26,25 @@ from sfproxy.services import Services
 from sfproxy.settings import Settings, load_settings
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+ASGI_URL = "http://proxy.test"
 
 
-def service_settings(fake: FakeSiliconFlow, tmp_path: Any, **overrides: Any) -> Settings:
+def service_settings(
+    fake: FakeSiliconFlow, tmp_path: Path | None = None, **overrides: Any
+) -> Settings:
+    """Settings for a service in front of `fake`, its images under `tmp_path` (or `image_dir`)."""
     values: dict[str, Any] = {
         "sf_base": fake.base_url,
-        "siliconflow_api_key": UPSTREAM_KEY,
+        "siliconflow_api_key": fake.config.api_key or UPSTREAM_KEY,
         "upstream_retries": 0,
+        # Tests inject 503s; a cool-down would carry them into the next request.
         "upstream_cooldown_seconds": 0,
-        "image_dir": tmp_path / "images",
     }
+    if tmp_path is not None:
+        values["image_dir"] = tmp_path / "images"
     values.update(overrides)
     # No .env file: the test says everything the service is configured with.
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return load_settings(_env_file=None, **values)
 
 
 @dataclass
@@ -57,14 +64,19 @@ class Running:
 
 
 @asynccontextmanager
-async def in_process(settings: Settings, **app_options: Any) -> AsyncIterator[Running]:
-    app = create_app(settings, **app_options)
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for `app` (from `create_app`), between its lifespan's start and end."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://proxy.test", timeout=30
-        ) as http:
-            yield Running(app=app, http=http, url="http://proxy.test")
+        async with httpx.AsyncClient(transport=transport, base_url=ASGI_URL, timeout=30) as http:
+            yield http
+
+
+@asynccontextmanager
+async def in_process(settings: Settings, **app_options: Any) -> AsyncIterator[Running]:
+    app = create_app(settings, **app_options)
+    async with serving(app) as http:
+        yield Running(app=app, http=http, url=ASGI_URL)
 
 
 @asynccontextmanager
@@ -98,25 +110,3 @@ async def eventually(condition: Any, *, timeout: float = 10.0, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout} s")
         await asyncio.sleep(0.02)
-
-
-def settings_for(fake: FakeSiliconFlow, **overrides: Any) -> Settings:
-    """Settings for a service in front of `fake`, with no `.env` read."""
-    values: dict[str, Any] = {
-        "sf_base": fake.base_url,
-        "siliconflow_api_key": fake.config.api_key or "sk-any",
-        "upstream_retries": 0,
-        "upstream_cooldown_seconds": 0,
-        "_env_file": None,
-    }
-    values.update(overrides)
-    return load_settings(**values)
-
-
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for `app` (from `create_app`), between its lifespan's start and end."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
