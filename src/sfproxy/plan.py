@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalogue import Catalogue, ModelSpec
-from .protocol import ImageParams, ResponseFormat
+from .protocol import ImageParams, OutputFormat, ResponseFormat
 
 MAX_SEED = 9_999_999_999
 INPUT_IMAGE_FIELDS = ("image", "image2", "image3")
@@ -29,6 +29,11 @@ class ImageJob:
     guidance_scale: float | None = None
     cfg: float | None = None
     negative_prompt: str | None = None
+    # What the stored and answered images are converted to (None: as SiliconFlow made them).
+    output_format: OutputFormat | None = None
+    output_compression: int | None = None
+    quality: str | None = None
+    background: str | None = None
     # Input images for editing: data URIs or http(s) URLs, in order.
     images: tuple[str, ...] = ()
 
@@ -56,6 +61,10 @@ class ImageJob:
             "guidance_scale": params.guidance_scale,
             "cfg": params.cfg,
             "negative_prompt": params.negative_prompt,
+            "output_format": params.output_format,
+            "output_compression": params.output_compression,
+            "quality": params.quality,
+            "background": params.background,
             "images": images,
         }
         values.update({key: value for key, value in overrides.items() if value is not None})

@@ -22,6 +22,7 @@ from .catalogue import is_ratio, validate_size
 from .validation import problem
 
 ResponseFormat = Literal["url", "b64_json"]
+OutputFormat = Literal["png", "jpeg", "webp"]
 ChatRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 # `sf_image_size` goes to SiliconFlow as it is, so the document states exactly what passes:
@@ -89,6 +90,30 @@ class ImageParams(_Request):
         description="An aspect ratio such as 16:9; used when size is absent.",
         validation_alias=AliasChoices("sf_aspect_ratio", "aspect_ratio"),
     )
+
+    # OpenAI's gpt-image fields (see README, "Response format"). Sent by clients written for
+    # gpt-image-1: `output_format`/`output_compression` are honoured, the others reported back.
+    output_format: OutputFormat | None = Field(
+        default=None, description="png, jpeg or webp: the images are converted to it."
+    )
+    output_compression: int | None = Field(
+        default=None, ge=0, le=100, description="JPEG/WebP quality, 0 to 100."
+    )
+    quality: str | None = Field(default=None, max_length=32)
+    background: str | None = Field(default=None, max_length=32)
+    moderation: str | None = Field(default=None, max_length=32)
+    input_fidelity: str | None = Field(default=None, max_length=32)
+    stream: bool = False
+    partial_images: int | None = Field(
+        default=None, ge=0, le=3, description="Accepted; SiliconFlow makes no partial images."
+    )
+
+    @field_validator("output_format", mode="before")
+    @classmethod
+    def _format_name(cls, value: Any) -> Any:
+        if value == "":
+            return None
+        return "jpeg" if isinstance(value, str) and value.lower() == "jpg" else value
 
     @field_validator("size", "aspect_ratio")
     @classmethod
@@ -202,7 +227,6 @@ class ChatCompletionRequest(ImageParams):
     """`POST /v1/chat/completions`: the latest user message is the prompt."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
     stream_options: StreamOptions | None = None
 
 
