@@ -25,6 +25,7 @@ from .errors import (
     ProxyError,
 )
 from .lifecycle import DRAIN_STATE_KEY, Drain, DrainMiddleware
+from .links import ForwardedHeaders, link_warning
 from .metrics import Metrics
 from .middleware import (
     BodyLimitMiddleware,
@@ -67,6 +68,8 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
                     "no client keys are set (ALLOW_CLIENT_KEYS): the API is public and anyone "
                     "who can reach it spends your SiliconFlow credit"
                 )
+            if (warning := link_warning(settings)) is not None:
+                logger.warning(warning)
             # The lifespan state is what uvicorn hands the server's protocol (`server.py`).
             yield {GUARD_STATE_KEY: guard, DRAIN_STATE_KEY: drain}
 
@@ -99,6 +102,8 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
     app.add_middleware(
         RequestLogMiddleware, metrics=metrics, prompt_chars=settings.log_prompt_chars
     )
+    # Outermost: every layer inside sees the client's address, as a trusted proxy gave it.
+    app.add_middleware(ForwardedHeaders, trusted=settings.forwarded_allow_ips)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 

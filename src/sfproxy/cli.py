@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from . import __version__
+from .links import link_warning
 from .observability import configure_logging
 from .server import GuardedHttpToolsProtocol
 from .settings import ConfigError, Settings, load_settings
@@ -107,8 +108,8 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         # A load balancer reusing a connection the server is closing gets a 502 on a POST.
         "timeout_keep_alive": settings.http_keepalive_seconds,
-        # Only these peers' X-Forwarded-For becomes the client address (per-address limits).
-        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        # X-Forwarded-* is read by the app itself, from FORWARDED_ALLOW_IPS only (`links.py`).
+        "proxy_headers": False,
     }
 
 
@@ -125,7 +126,9 @@ def raise_open_file_limit() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    # Worker processes read their settings from the environment: they learn --host from it.
+    os.environ["HOST"] = args.host
+    settings = load_settings(host=args.host)
     settings.require_upstream_key()
     configure_logging(settings.log_level, settings.log_format)
     raise_open_file_limit()
@@ -213,6 +216,9 @@ def _check_config(args: argparse.Namespace) -> int:
     for name, value in shown.items():
         print(f"{name:<{width}}  {value}")
     settings.require_upstream_key()
+    warning = link_warning(settings)
+    if warning is not None:
+        print(f"\nwarning: {warning}")
     print("\nconfiguration is valid")
     return 0
 

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     chat_progress: Literal["off", "reasoning"] = "off"
 
     public_base_url: str | None = None
+    # The address `serve` listens on (its --host); links need PUBLIC_BASE_URL beyond loopback.
+    host: str = "0.0.0.0"
     image_store: str = "local"
     image_dir: Path = Path("./data/images")
     image_public_base_url: str | None = None

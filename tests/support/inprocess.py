@@ -83,7 +83,14 @@ async def in_process(settings: Settings, **app_options: Any) -> AsyncIterator[Ru
 async def on_loopback(settings: Settings, **app_options: Any) -> AsyncIterator[Running]:
     app = create_app(settings, **app_options)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        # As `sfproxy serve` runs it: the app reads forwarding headers itself (links.py).
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve())

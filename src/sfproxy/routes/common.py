@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import pydantic_core
@@ -11,6 +10,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from ..auth import Client
+from ..links import public_base_url
 from ..observability import note_of
 from ..protocol import ErrorResponse
 from ..render.images import UrlFor
@@ -63,38 +63,6 @@ def json_response(
         media_type="application/json",
         headers=headers,
     )
-
-
-def public_base_url(request: Request, configured: str | None) -> str:
-    """The base of URLs handed to clients: PUBLIC_BASE_URL, else what the client used.
-
-    Behind a reverse proxy the client's scheme and host arrive as X-Forwarded-Proto and
-    X-Forwarded-Host (and a path prefix as X-Forwarded-Prefix).
-    """
-    if configured:
-        return configured
-    headers = request.headers
-    scheme = _first(headers.get("x-forwarded-proto"), _SCHEME) or request.url.scheme
-    host = (
-        _first(headers.get("x-forwarded-host"), _HOST)
-        or _first(headers.get("host"), _HOST)
-        or request.url.netloc
-    )
-    prefix = (_first(headers.get("x-forwarded-prefix"), _PREFIX) or "").rstrip("/")
-    return f"{scheme}://{host}{prefix}"
-
-
-# Forwarded values end up inside URLs and Markdown: anything unusual is ignored.
-_SCHEME = re.compile(r"^https?$")
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
-_PREFIX = re.compile(r"^/[A-Za-z0-9._~/\-]*$")
-
-
-def _first(value: str | None, pattern: re.Pattern[str]) -> str | None:
-    if not value:
-        return None
-    first = value.split(",", 1)[0].strip()
-    return first if pattern.match(first) else None
 
 
 def url_maker(request: Request, services: Services) -> UrlFor:

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
 from ..errors import AuthenticationError, ProxyError
+from ..links import link_warning
 from .common import ServicesDep
 
 if TYPE_CHECKING:
@@ -86,6 +87,10 @@ async def check_readiness(services: Services) -> tuple[bool, dict[str, Any]]:
         probes["redis"] = services.counter.ping
     else:
         checks["redis"] = "not configured"
+    # A warning, not a failure: the links work for clients that reach the service directly.
+    warning = link_warning(services.settings)
+    if warning is not None:
+        checks["public_base_url"] = warning
     for name, probe in probes.items():
         try:
             await asyncio.wait_for(probe(), CHECK_TIMEOUT)
