@@ -79,7 +79,7 @@ class TaskAnswer:
 
 
 @dataclass(frozen=True, slots=True)
-class _Request:
+class TaskView:
     """The bounded parts of a chat request the recognisers read, with their folded forms."""
 
     prompt: str  # the start of the latest user message
@@ -95,7 +95,7 @@ def chat_task_answer(body: ChatCompletionRequest, settings: Settings) -> TaskAns
     """The answer to a client's background task, or None for a request for images."""
     if settings.chat_tasks != "answer":
         return None
-    request = _read(body)
+    request = task_view(body)
     for recognise in _RECOGNISERS:
         answer = recognise(request)
         if answer is not None:
@@ -103,13 +103,14 @@ def chat_task_answer(body: ChatCompletionRequest, settings: Settings) -> TaskAns
     return _pattern(request, settings.chat_task_patterns)
 
 
-def _read(body: ChatCompletionRequest) -> _Request:
+def task_view(body: ChatCompletionRequest) -> TaskView:
+    """The parts of a request the recognisers read: at most HEAD or TAIL characters each."""
     users = [message for message in body.messages if message.role == "user"]
     latest = users[-1] if users else None
     prompt = _head(latest) if latest else ""
     systems = [m for m in body.messages if m.role in ("system", "developer")][:4]
     system = "\n".join(_head(message) for message in systems)[:HEAD]
-    return _Request(
+    return TaskView(
         prompt=prompt,
         folded=prompt.casefold(),
         system=system,
@@ -161,9 +162,9 @@ _OPEN_WEBUI_KEYS = (
 )
 
 
-def _open_webui(request: _Request) -> TaskAnswer | None:
+def _open_webui(request: TaskView) -> TaskAnswer | None:
     folded = request.folded
-    if "facial expression" in folded and "emoji" in folded and "message: ```" in folded:
+    if folded.startswith("your task is to reflect the speaker") and "message: ```" in folded:
         return TaskAnswer("openwebui_emoji", IMAGE_EMOJI)
     if not folded.startswith("### task:"):
         return None
@@ -193,12 +194,14 @@ def _open_webui(request: _Request) -> TaskAnswer | None:
     return TaskAnswer(task, json.dumps(answer, ensure_ascii=False))
 
 
-def _librechat(request: _Request) -> TaskAnswer | None:
+def _librechat(request: TaskView) -> TaskAnswer | None:
     folded, system = request.folded, request.system_folded
-    if "5-word-or-less title" in folded and "conversation" in folded:
+    if "5-word-or-less title for the conversation" in folded and "only return the title" in folded:
         structured = False
     elif "analyze this conversation and provide" in folded and "detected language" in folded:
-        structured = True
+        structured = "concise title" in folded
+        if not structured:
+            return None
     elif "write a concise title for this conversation" in system:
         text = _first_user_text(request.system)
         return _title_answer("librechat_title", text, request, limit_from=system)
@@ -212,7 +215,7 @@ def _librechat(request: _Request) -> TaskAnswer | None:
     return _title_answer("librechat_title", text, request, limit_from=folded)
 
 
-def _cherry(request: _Request) -> TaskAnswer | None:
+def _cherry(request: TaskView) -> TaskAnswer | None:
     system = request.system_folded
     if "summarize the conversation into a title" not in system:
         return None
@@ -221,7 +224,7 @@ def _cherry(request: _Request) -> TaskAnswer | None:
     return _title_answer("cherry_topic", _main_text(request.prompt), request, limit_from=system)
 
 
-def _lobe(request: _Request) -> TaskAnswer | None:
+def _lobe(request: TaskView) -> TaskAnswer | None:
     system = request.system_folded
     current = "conversation summarizer" in system and "concise title" in system
     older = "summarize" in system and ("into a title within" in system or "titles within" in system)
@@ -231,7 +234,7 @@ def _lobe(request: _Request) -> TaskAnswer | None:
     return _title_answer("lobe_topic", text, request, limit_from=system)
 
 
-_RECOGNISERS: tuple[Callable[[_Request], TaskAnswer | None], ...] = (
+_RECOGNISERS: tuple[Callable[[TaskView], TaskAnswer | None], ...] = (
     _open_webui,
     _librechat,
     _cherry,
@@ -239,7 +242,7 @@ _RECOGNISERS: tuple[Callable[[_Request], TaskAnswer | None], ...] = (
 )
 
 
-def _pattern(request: _Request, patterns: list[str]) -> TaskAnswer | None:
+def _pattern(request: TaskView, patterns: list[str]) -> TaskAnswer | None:
     for pattern in patterns:
         folded = pattern.casefold()
         if folded in request.folded or folded in request.system_folded:
@@ -248,7 +251,7 @@ def _pattern(request: _Request, patterns: list[str]) -> TaskAnswer | None:
     return None
 
 
-def _title_answer(task: str, text: str, request: _Request, *, limit_from: str) -> TaskAnswer:
+def _title_answer(task: str, text: str, request: TaskView, *, limit_from: str) -> TaskAnswer:
     title = short_title(text, max_chars=char_limit(limit_from))
     if request.json_answer is None:
         return TaskAnswer(task, title)
