@@ -185,6 +185,29 @@ Strictly return in JSON format:
 {{MESSAGES:END:6}}
 </chat_history>"""
 
+OPEN_WEBUI_TOOLS = """Available Tools: {{TOOLS}}
+
+Your task is to choose and return the correct tool(s) from the list of available tools based on the query. Follow these guidelines:
+
+- Return only the JSON object, without any additional text or explanation.
+
+- If no tools match the query, return an empty array: 
+   {
+     "tool_calls": []
+   }
+
+- If one or more tools match the query, construct a JSON response containing a "tool_calls" array with objects that include:
+   - "name": The tool's name.
+   - "parameters": A dictionary of required parameters and their corresponding values.
+
+The format for the JSON response is strictly:
+{
+  "tool_calls": [
+    {"name": "toolName1", "parameters": {"key1": "value1"}},
+    {"name": "toolName2", "parameters": {"key2": "value2"}}
+  ]
+}"""
+
 # LibreChat: @librechat/agents src/utils/title.ts (completion and structured methods), and the
 # legacy api/app/clients/prompts/titlePrompts.js.
 LIBRECHAT_COMPLETION = """Provide a concise, 5-word-or-less title for the conversation, using its same language, with no punctuation. Apply title case conventions appropriate for the language. Never directly mention the language name or the word "title" and only return the title itself.
@@ -387,7 +410,7 @@ async def test_open_webui_title_without_emoji_and_its_fallbacks(fake, tmp_path):
         assert fake.requests == []
 
 
-async def test_open_webui_queries_autocomplete_emoji_and_image_prompt(fake, tmp_path):
+async def test_open_webui_queries_autocomplete_emoji_image_prompt_and_tools(fake, tmp_path):
     async with in_process(service_settings(fake, tmp_path)) as running:
         queries = await answered(running, open_webui_task(OPEN_WEBUI_QUERIES))
         # An empty list: Open WebUI skips the web search.
@@ -407,8 +430,19 @@ async def test_open_webui_queries_autocomplete_emoji_and_image_prompt(fake, tmp_
         )
         image_prompt = open_webui_json(await answered(running, later))
         assert image_prompt == {"prompt": "now the same fox at night, under the northern lights"}
+        tools_spec = '[{"name": "get_weather", "description": "Weather", "parameters": {}}]'
+        history = f'USER: """{FIRST_PROMPT}"""'
+        tools = {
+            "model": MODEL,
+            "messages": [
+                {"role": "system", "content": OPEN_WEBUI_TOOLS.replace("{{TOOLS}}", tools_spec)},
+                {"role": "user", "content": f"Query: History:\n{history}\nQuery: {FIRST_PROMPT}"},
+            ],
+            "stream": False,
+        }
+        assert open_webui_json(await answered(running, tools)) == {"tool_calls": []}
         assert fake.requests == []
-        for task in ("queries", "autocomplete", "emoji", "image_prompt"):
+        for task in ("queries", "autocomplete", "emoji", "image_prompt", "tools"):
             label = f"openwebui_{task}"
             assert running.metric("sfproxy_chat_tasks_answered_total", task=label) == 1
 

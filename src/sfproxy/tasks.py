@@ -21,6 +21,8 @@ What each recogniser relies on, read in the clients' sources:
   skips the web search ("No search query generated"; retrieval falls back to the user's
   message). The emoji task (call mode, `max_tokens` 4) is "…facial expression through a
   fitting emoji…" with the text in "Message: ```…```"; the front end keeps the first emoji.
+  With a tool enabled (default function calling), `utils/middleware.py` sends a `system`
+  "Available Tools: […] … `tool_calls` …" and reads `{"tool_calls": [...]}`: none are chosen.
 - **LibreChat** (`@librechat/agents` `src/utils/title.ts`, called from the agents client's
   `titleConvo`, not streamed). `titleMethod: completion` (the default) sends one `user`
   message, "Provide a concise, 5-word-or-less title for the conversation, …" then
@@ -164,6 +166,10 @@ _OPEN_WEBUI_KEYS = (
 
 def _open_webui(request: TaskView) -> TaskAnswer | None:
     folded = request.folded
+    system = request.system_folded
+    if system.startswith("available tools:") and '"tool_calls"' in system:
+        # Choosing tools for the turn: none, and the turn itself goes on to make its image.
+        return TaskAnswer("openwebui_tools", json.dumps({"tool_calls": []}))
     if folded.startswith("your task is to reflect the speaker") and "message: ```" in folded:
         return TaskAnswer("openwebui_emoji", IMAGE_EMOJI)
     if not folded.startswith("### task:"):
