@@ -68,8 +68,6 @@ IMAGE_EMOJI = "🎨"
 FALLBACK_TITLE = "Image generation"
 TITLE_WORDS = 5
 TITLE_CHARS = 50
-# The longest image prompt taken from Open WebUI's history (the images API's own limit).
-MAX_PROMPT_CHARS = 32_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +310,7 @@ def _last_user_text(tail: str) -> str:
         return ""
     turn = tail[at + len("USER:") : end if end >= 0 else len(tail)]
     stop = turn.find("\nASSISTANT:")
-    return turn[: stop if stop >= 0 else len(turn)].strip()[:MAX_PROMPT_CHARS]
+    return turn[: stop if stop >= 0 else len(turn)].strip()
 
 
 _DECODER = json.JSONDecoder()
