@@ -235,6 +235,26 @@ class JsonAnswer:
     json_schema: dict[str, Any] | None = None
 
 
+def _chat_response_format_schema(schema: dict[str, Any]) -> None:
+    # The document shows the objects the wrap validator below accepts besides the strings.
+    schema.setdefault("properties", {})["response_format"] = {
+        "anyOf": [
+            {"type": "string", "enum": ["url", "b64_json"]},
+            {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+                    "json_schema": {"type": "object"},
+                },
+                "required": ["type"],
+            },
+            {"type": "null"},
+        ],
+        "description": 'url, b64_json, or {"type": "text"}; JSON formats are refused (400) '
+        "except for chat clients' background tasks.",
+    }
+
+
 class ChatCompletionRequest(ImageParams):
     """`POST /v1/chat/completions`: the latest user message is the prompt.
 
@@ -242,6 +262,10 @@ class ChatCompletionRequest(ImageParams):
     `json_object` / `json_schema` are kept in `json_answer` (the field itself is then none), so
     the route can answer a client's background task in JSON and refuse any other such request.
     """
+
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, json_schema_extra=_chat_response_format_schema
+    )
 
     messages: list[ChatMessage] = Field(min_length=1)
     stream_options: StreamOptions | None = None
