@@ -252,6 +252,15 @@ async def chat_plan(
     default_response_format: ResponseFormat,
 ) -> Plan:
     """The plan of the image job a chat request asks for, checked before any streaming starts."""
+    catalogue = corridor.generator.catalogue
+    if body.json_answer is not None:
+        # What a client's background task asked for in JSON was answered before this.
+        raise InvalidRequestError(
+            f"Model {body.model or catalogue.default_model} makes images and cannot answer "
+            f"in JSON (response_format {body.json_answer.type}). Send no response_format, "
+            '{"type": "text"}, "url" or "b64_json".',
+            param="response_format",
+        )
     turn = latest_user_turn(body.messages)
     prompt, options = inline_options(turn.text)
     params = with_inline_options(body, options)
@@ -259,7 +268,6 @@ async def chat_plan(
         raise InvalidRequestError(
             "The latest user message has no text to use as the image prompt.", param="messages"
         )
-    catalogue = corridor.generator.catalogue
     spec = catalogue.spec(params.model or catalogue.default_model)
     references = turn.images
     if not references and spec.requires_images:

@@ -99,6 +99,12 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.chat_tasks = Counter(
+            "sfproxy_chat_tasks_answered_total",
+            "Chat clients' background tasks (titles, tags, ...) answered without an image.",
+            ["task"],
+            registry=registry,
+        )
         self.queue_seconds = Histogram(
             "sfproxy_queue_wait_seconds",
             "Time upstream calls waited for the model's pacing limits.",

@@ -45,6 +45,8 @@ class RequestNote:
     # The request id whose abandoned generation this request took over.
     joined: str | None = None
     trace_ids: list[str] = field(default_factory=list)
+    # A client's background task answered without an image (tasks.py), e.g. "openwebui_title".
+    task: str | None = None
 
 
 def note_of(connection: HTTPConnection) -> RequestNote:
@@ -126,6 +128,8 @@ class RequestLogMiddleware:
             )
         if note.delivered is not None:
             fields.update(delivered=note.delivered, refunded=note.refunded)
+        if note.task is not None:
+            fields["task"] = note.task
         if note.joined is not None:
             fields["joined"] = note.joined
         if note.trace_ids:

@@ -8,6 +8,7 @@ under SiliconFlow's own names; the `sf_` name wins when both are sent.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,7 +16,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     field_validator,
+    model_validator,
 )
 
 from .catalogue import is_ratio, validate_size
@@ -223,11 +227,70 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class JsonAnswer:
+    """A chat's `response_format` object asking for JSON: `json_object` or `json_schema`."""
+
+    type: Literal["json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+def _chat_response_format_schema(schema: dict[str, Any]) -> None:
+    # The document shows the objects the wrap validator below accepts besides the strings.
+    schema.setdefault("properties", {})["response_format"] = {
+        "anyOf": [
+            {"type": "string", "enum": ["url", "b64_json"]},
+            {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+                    "json_schema": {"type": "object"},
+                },
+                "required": ["type"],
+            },
+            {"type": "null"},
+        ],
+        "description": 'url, b64_json, or {"type": "text"}; JSON formats are refused (400) '
+        "except for chat clients' background tasks.",
+    }
+
+
 class ChatCompletionRequest(ImageParams):
-    """`POST /v1/chat/completions`: the latest user message is the prompt."""
+    """`POST /v1/chat/completions`: the latest user message is the prompt.
+
+    `response_format` is also OpenAI chat's object: `{"type": "text"}` is the same as none, and
+    `json_object` / `json_schema` are kept in `json_answer` (the field itself is then none), so
+    the route can answer a client's background task in JSON and refuse any other such request.
+    """
+
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, json_schema_extra=_chat_response_format_schema
+    )
 
     messages: list[ChatMessage] = Field(min_length=1)
     stream_options: StreamOptions | None = None
+    _json_answer: JsonAnswer | None = PrivateAttr(default=None)
+
+    @property
+    def json_answer(self) -> JsonAnswer | None:
+        return self._json_answer
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _chat_response_format(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ChatCompletionRequest]
+    ) -> ChatCompletionRequest:
+        asked = None
+        value = data.get("response_format") if isinstance(data, dict) else None
+        if isinstance(value, dict) and value.get("type") in ("text", "json_object", "json_schema"):
+            kind = value["type"]
+            if kind != "text":
+                schema = value.get("json_schema")
+                asked = JsonAnswer(kind, schema if isinstance(schema, dict) else None)
+            data = {**data, "response_format": None}
+        request = handler(data)
+        request._json_answer = asked
+        return request
 
 
 # Responses

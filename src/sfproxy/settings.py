@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     default_response_format: Literal["url", "b64_json"] = "url"
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
     chat_progress: Literal["off", "reasoning"] = "off"
+    # Chat clients' background prompts (titles, tags, ...) answered without an image (tasks.py).
+    chat_tasks: Literal["answer", "generate"] = "answer"
+    chat_task_patterns: Annotated[list[str], NoDecode] = Field(default=[])
 
     public_base_url: str | None = None
     # The address `serve` listens on (its --host); links need PUBLIC_BASE_URL beyond loopback.
@@ -187,7 +190,23 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
-    @field_validator("log_level", "log_format", "chat_progress", mode="before")
+    @field_validator("chat_task_patterns", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: Any) -> Any:
+        # Patterns may hold spaces: a JSON list, or one per comma or line.
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not a JSON list of strings: {exc}") from None
+            if not isinstance(value, list):
+                raise ValueError("must be a JSON list of strings")
+            return [item.strip() for item in value if isinstance(item, str) and item.strip()]
+        return [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
+
+    @field_validator("log_level", "log_format", "chat_progress", "chat_tasks", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

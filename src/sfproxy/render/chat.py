@@ -1,5 +1,7 @@
 """Chat answers: one `![image](URL)` per image, as a `chat.completion` or as a stream.
 
+A client's background task (`tasks.py`) is answered in the same shapes, with its text.
+
 The Markdown images are separated by blank lines, with the same images in `message.images` for
 clients that read OpenRouter's field. Streaming answers are Server-Sent Events: the role chunk
 at once, `: keepalive` comments (or progress in `reasoning_content`) while SiliconFlow works,
@@ -102,6 +104,18 @@ def completion(
     )
 
 
+def text_completion(content: str, *, model: str, provider: str) -> ChatCompletion:
+    """A `chat.completion` whose answer is text only (a client's background task)."""
+    return ChatCompletion(
+        id=new_completion_id(),
+        created=int(time.time()),
+        model=model,
+        provider=provider,
+        choices=[ChatChoice(message=AssistantMessage(content=content))],
+        usage=Usage(),
+    )
+
+
 class ChatStream:
     """Writes one streamed chat answer as Server-Sent Events."""
 
@@ -136,6 +150,15 @@ class ChatStream:
         )
         exclude = None if self.include_usage else {"usage"}
         return b"data: " + pydantic_core.to_json(chunk, exclude=exclude) + b"\n\n"
+
+    async def text_events(self, content: str) -> AsyncIterator[bytes]:
+        """A whole answer known at once (a client's background task): no images, no wait."""
+        yield self.chunk(ChunkDelta(role="assistant", content=""))
+        yield self.chunk(ChunkDelta(content=content))
+        yield self.chunk(ChunkDelta(), finish=True)
+        if self.include_usage:
+            yield self.chunk(usage=Usage())
+        yield DONE
 
     async def events(
         self,

@@ -1,4 +1,7 @@
-"""`POST /v1/chat/completions`: images from the latest user message, answered as Markdown."""
+"""`POST /v1/chat/completions`: images from the latest user message, answered as Markdown.
+
+A chat client's background task (a title, tags, ...) is answered first, for free (`tasks.py`).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +16,18 @@ from ..chat import chat_plan
 from ..generate import Generation
 from ..observability import note_of
 from ..protocol import ChatCompletion, ChatCompletionRequest
-from ..render.chat import ChatAnswer, ChatStream, answer_for, completion, new_completion_id
+from ..render.chat import (
+    ChatAnswer,
+    ChatStream,
+    answer_for,
+    completion,
+    new_completion_id,
+    text_completion,
+)
 from ..render.images import partial_failure_headers
 from ..render.sse import SSE_HEADERS
+from ..services import Services
+from ..tasks import TaskAnswer, chat_task_answer
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep, json_response, url_maker
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -41,6 +53,10 @@ async def create_chat_completion(
     body = await read_chat_request(
         request, max_messages=settings.max_chat_messages, max_string=settings.max_body_bytes
     )
+    # After the key and the client's rpm limit (the dependency), before anything is reserved.
+    task = chat_task_answer(body, settings)
+    if task is not None:
+        return answered_task(request, services, body, task)
     corridor = services.corridor
     plan = await chat_plan(
         body,
@@ -90,3 +106,26 @@ async def create_chat_completion(
     )
     response = StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     return corridor.stream(ticket, response)
+
+
+def answered_task(
+    request: Request, services: Services, body: ChatCompletionRequest, task: TaskAnswer
+) -> Response:
+    """A background task's answer, in the shape the client asked for: no image, no charge."""
+    settings = services.settings
+    model = body.model or services.generator.catalogue.default_model
+    note = note_of(request)
+    note.model, note.images, note.task = model, 0, task.task
+    services.metrics.chat_tasks.labels(task.task).inc()
+    if not body.stream:
+        result = text_completion(task.content, model=model, provider=settings.provider_label)
+        return json_response(result)
+    stream = ChatStream(
+        completion_id=new_completion_id(),
+        model=model,
+        provider=settings.provider_label,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+    )
+    return StreamingResponse(
+        stream.text_events(task.content), media_type="text/event-stream", headers=SSE_HEADERS
+    )
