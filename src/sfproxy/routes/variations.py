@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from ..errors import InvalidRequestError
+from ..protocol import ErrorResponse
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep
 
 router = APIRouter(prefix="/v1", tags=["images"])
@@ -30,7 +31,11 @@ _FORM_SCHEMA: dict[str, Any] = {
 
 @router.post(
     "/images/variations",
-    responses={status: ERROR_RESPONSES[status] for status in (400, 401, 413, 429)},
+    # Its one answer is the 400, so that is what the document says it answers (not a 200).
+    status_code=400,
+    response_model=ErrorResponse,
+    response_description="Always: SiliconFlow has no variations",
+    responses={status: ERROR_RESPONSES[status] for status in (401, 413, 429)},
     summary="Not supported by SiliconFlow: answered with 400 naming POST /v1/images/edits",
     openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": _FORM_SCHEMA}}}},
 )
