@@ -90,15 +90,12 @@ class ImageStream:
         self.quality = job.quality if job.quality in QUALITIES else "auto"
         self.background = job.background if job.background in BACKGROUNDS else "auto"
 
-    def event(self, image: GeneratedImage, size: str | None) -> bytes:
-        if image.data is None:
-            # A stream's job always downloads its images (see `stream_images`).
-            raise UpstreamBadResponseError("An image arrived without its bytes.")
+    def event(self, image: GeneratedImage, data: bytes, size: str | None) -> bytes:
         event: dict[str, Any] = {
             "type": self.event_type,
-            "b64_json": b64_json_fragment(image.data),
+            "b64_json": b64_json_fragment(data),
             "created_at": int(time.time()),
-            "size": size or _dimensions(image.data) or "auto",
+            "size": size or _dimensions(data) or "auto",
             "quality": self.quality,
             "background": self.background,
             "output_format": OUTPUT_FORMATS.get(
@@ -131,7 +128,13 @@ class ImageStream:
                 return
             generation = task.result()
             for image in generation.images:
-                yield self.event(image, generation.size)
+                if image.data is None:
+                    # Not for a job from `stream_images`, which always has the bytes downloaded.
+                    yield error_line(
+                        UpstreamBadResponseError("An image arrived without its bytes.")
+                    )
+                    return
+                yield self.event(image, image.data, generation.size)
                 # Resumed only once the line above was handed to the connection.
                 delivered(1)
             if generation.failures:
