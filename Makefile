@@ -29,7 +29,14 @@ $(VENV)/.bench: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP_INSTALL) -e '.[bench]'
 	@touch $@ $(VENV)/.runtime
 
-install: $(VENV)/.dev ## create .venv with the package, test and dev tools
+# The openai npm package, at the version tests/node/package-lock.json pins: the Node client the
+# streamed images are tested with.
+NODE_MODULES := tests/node/node_modules/.package-lock.json
+$(NODE_MODULES): tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund
+	@touch $@
+
+install: $(VENV)/.dev $(NODE_MODULES) ## create .venv with the package and its tools, and the Node test client
 
 run: $(VENV)/.runtime ## serve with SILICONFLOW_API_KEY (env or .env), else the demo
 	@if [ -n "$$SILICONFLOW_API_KEY" ] || grep -qs '^ *SILICONFLOW_API_KEY *= *[^ ]' .env; then \
@@ -43,7 +50,7 @@ run: $(VENV)/.runtime ## serve with SILICONFLOW_API_KEY (env or .env), else the 
 demo: $(VENV)/.runtime ## the demo, whatever the environment says
 	$(BIN)/sfproxy demo
 
-test: $(VENV)/.dev ## run the whole test suite
+test: $(VENV)/.dev $(NODE_MODULES) ## run the whole test suite
 	$(BIN)/pytest
 
 fmt: $(VENV)/.dev ## format the code
@@ -80,4 +87,4 @@ lock: ## refresh constraints.txt: the newest versions pyproject.toml allows, res
 	@echo "$(CONSTRAINTS): $$(grep -c '==' $(CONSTRAINTS)) pins"
 
 clean: ## remove .venv, caches and build outputs
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache src/*.egg-info
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache src/*.egg-info tests/node/node_modules

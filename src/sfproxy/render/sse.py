@@ -9,12 +9,15 @@ stops waiting, so its writer can end it with an error event before the connectio
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pydantic_core
 
 from ..errors import ProxyError
+
+logger = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keepalive\n\n"
@@ -29,8 +32,26 @@ def data_line(payload: Any) -> bytes:
     return b"data: " + pydantic_core.to_json(payload) + b"\n\n"
 
 
+def encoded_data_line(encoded: bytes) -> bytes:
+    """A data line for JSON encoded elsewhere (orjson copies base64 images in as they are)."""
+    return b"data: " + encoded + b"\n\n"
+
+
 def error_line(exc: ProxyError) -> bytes:
     return data_line(exc.envelope())
+
+
+def failure_of(task: asyncio.Future[Any]) -> ProxyError | None:
+    """What a stream tells its client when its finished work failed (None if it did not).
+
+    An error of ours is sent as it is; anything else is logged and sent as a plain server error,
+    so no internal detail reaches the client.
+    """
+    exc = task.exception()
+    if exc is None or isinstance(exc, ProxyError):
+        return exc
+    logger.error("streamed answer failed", exc_info=exc)
+    return ProxyError("The server had an error while generating images.")
 
 
 class Closing:

@@ -22,6 +22,7 @@ from ..protocol import (
     ImageParams,
     ImagesResponse,
 )
+from ..render.image_stream import stream_images
 from ..render.images import images_renderer
 from ..validation import validated
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep, url_maker
@@ -49,6 +50,20 @@ _FORM_SCHEMA: dict[str, Any] = {
         "n": {"type": "integer", "minimum": 1, "maximum": 10},
         "size": {"type": "string"},
         "response_format": {"type": "string", "enum": ["url", "b64_json"]},
+        "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
+        "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
+        "quality": {"type": "string", "maxLength": 32},
+        "background": {"type": "string", "maxLength": 32},
+        "stream": {
+            "type": "boolean",
+            "description": "Answer with Server-Sent Events (image_edit.completed).",
+        },
+        "partial_images": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 3,
+            "description": "Accepted; SiliconFlow makes no partial images, so none are sent.",
+        },
         "mask": {
             "type": "string",
             "format": "binary",
@@ -68,7 +83,14 @@ _REQUEST_BODY = {
 @router.post(
     "/images/edits",
     response_model=ImagesResponse,
-    responses=ERROR_RESPONSES,
+    responses={
+        **ERROR_RESPONSES,
+        200: {
+            "description": "The images, or with stream=true Server-Sent Events "
+            "(image_edit.completed)",
+            "content": {"text/event-stream": {}},
+        },
+    },
     summary="Edit images (Qwen-Image-Edit, Kolors image-to-image)",
     openapi_extra={"requestBody": _REQUEST_BODY},
 )
@@ -84,6 +106,15 @@ async def edit_images(request: Request, services: ServicesDep, client: ClientDep
     if not references:
         raise InvalidRequestError(
             "Missing required parameter: 'image'.", param="image", code="missing_required_parameter"
+        )
+    if params.stream:
+        return await stream_images(
+            request,
+            services.corridor,
+            client,
+            job,
+            event_type="image_edit.completed",
+            keepalive=services.settings.stream_keepalive_seconds,
         )
     plan = services.corridor.prepare(job)
     url_for = url_maker(request, services)

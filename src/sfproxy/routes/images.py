@@ -8,6 +8,7 @@ from starlette.responses import Response
 from ..bodies import openapi_request_body, read_json_request
 from ..plan import ImageJob
 from ..protocol import ImageGenerationRequest, ImagesResponse
+from ..render.image_stream import stream_images
 from ..render.images import images_renderer
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep, url_maker
 
@@ -17,7 +18,14 @@ router = APIRouter(prefix="/v1", tags=["images"])
 @router.post(
     "/images/generations",
     response_model=ImagesResponse,
-    responses=ERROR_RESPONSES,
+    responses={
+        **ERROR_RESPONSES,
+        200: {
+            "description": "The images, or with stream=true Server-Sent Events "
+            "(image_generation.completed)",
+            "content": {"text/event-stream": {}},
+        },
+    },
     summary="Generate images",
     openapi_extra={"requestBody": openapi_request_body(ImageGenerationRequest)},
 )
@@ -31,6 +39,15 @@ async def create_images(request: Request, services: ServicesDep, client: ClientD
         catalogue=services.catalogue,
         default_response_format=services.settings.default_response_format,
     )
+    if body.stream:
+        return await stream_images(
+            request,
+            services.corridor,
+            client,
+            job,
+            event_type="image_generation.completed",
+            keepalive=services.settings.stream_keepalive_seconds,
+        )
     plan = services.corridor.prepare(job)
     url_for = url_maker(request, services)
     return await services.corridor.answer(
