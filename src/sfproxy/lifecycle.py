@@ -80,8 +80,8 @@ class Drain:
         if self.requests:
             logger.warning(
                 "the shutdown grace period (SHUTDOWN_GRACE_SECONDS=%g) is ending: %d requests "
-                "not yet answered get 503; %d answers under way go on (streamed chats end with "
-                "an error event)",
+                "not yet answered get 503; %d answers under way go on (streams of chats and "
+                "images end with an error event)",
                 self.grace_seconds,
                 len(waiting),
                 len(self.requests) - len(waiting),

@@ -11,7 +11,6 @@ then the Markdown, the stop chunk, optional usage, and `data: [DONE]`. No `event
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -20,7 +19,7 @@ from typing import Any
 
 import pydantic_core
 
-from ..errors import ProxyError, ServerShuttingDownError, UpstreamBadResponseError
+from ..errors import ServerShuttingDownError, UpstreamBadResponseError
 from ..generate import Generation
 from ..images import DEFAULT_MAX_PIXELS, ImageError, convert_to_png, to_data_uri
 from ..protocol import (
@@ -35,9 +34,7 @@ from ..protocol import (
     Usage,
 )
 from .images import UrlFor
-from .sse import DONE, KEEPALIVE, Closing, error_line, while_working
-
-logger = logging.getLogger(__name__)
+from .sse import DONE, KEEPALIVE, Closing, error_line, failure_of, while_working
 
 # Chat clients render only these data URIs inline (Cherry Studio drops the rest).
 MARKDOWN_DATA_TYPES = ("image/png", "image/jpeg")
@@ -185,17 +182,12 @@ class ChatStream:
                     return
                 else:
                     yield self.chunk(ChunkDelta(reasoning_content=line + "\n"))
-            try:
-                answer = task.result()
-            except ProxyError as exc:
-                yield error_line(exc)
+            failure = failure_of(task)
+            if failure is not None:
+                yield error_line(failure)
                 yield DONE
                 return
-            except Exception:
-                logger.exception("streamed chat answer failed")
-                yield error_line(ProxyError("The server had an error while generating images."))
-                yield DONE
-                return
+            answer = task.result()
             yield self.chunk(ChunkDelta(content=answer.content, images=answer.images))
             # Resumed only once the chunk above was handed to the connection.
             delivered(len(answer.images))
