@@ -162,8 +162,16 @@ class ImageGenerationRequest(ImageParams):
     """`POST /v1/images/generations`."""
 
     prompt: Prompt
+    # SiliconFlow's own input-image fields (data URIs or URLs), which the SiliconFlow providers
+    # of Cherry Studio and LobeChat send to this endpoint for image-to-image and edits.
+    image: str | None = Field(default=None, description="Input image (SiliconFlow's name).")
+    image2: str | None = Field(default=None, description="Second input image (edit models).")
+    image3: str | None = Field(default=None, description="Third input image (edit models).")
 
     _prompt_not_blank = field_validator("prompt")(_non_blank)
+
+    def input_images(self) -> tuple[str, ...]:
+        return tuple(image for image in (self.image, self.image2, self.image3) if image)
 
 
 class ImageEditJSONRequest(ImageParams):
@@ -245,13 +253,33 @@ class ImageObject(_Response):
     )
 
 
+class HostedImage(_Response):
+    url: str
+
+
+class Timings(_Response):
+    inference: float = Field(description="Seconds spent on SiliconFlow's calls.")
+
+
 class ImagesResponse(_Response):
+    """OpenAI's answer, with SiliconFlow's own fields beside `data` for clients set up for it.
+
+    `images[].url` is always a URL (this service's, or SiliconFlow's with IMAGE_STORE=off),
+    even when `data` carries b64_json: Cherry Studio's and LobeChat's SiliconFlow providers
+    read `images[0].url`.
+    """
+
     created: int
     data: list[ImageObject]
     size: str | None = Field(
         default=None, exclude_if=_omit_none, description="The image_size actually sent."
     )
     output_format: str | None = Field(default=None, exclude_if=_omit_none)
+    images: list[HostedImage] = Field(description="SiliconFlow's shape: the images' URLs.")
+    timings: Timings
+    seed: int | None = Field(
+        default=None, exclude_if=_omit_none, description="The first image's seed (SiliconFlow's)."
+    )
 
 
 class Usage(_Response):

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
 
     models_json: str | None = None
     models: str | None = None
+    # `{"alias": "model"}` or `alias=model` pairs, over the built-in aliases (catalogue.py).
+    model_aliases: str | None = None
+    list_model_aliases: bool = False
 
     parallel_calls: int = Field(default=4, ge=1, le=64)
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
@@ -98,7 +101,11 @@ class Settings(BaseSettings):
     max_input_pixels: int = Field(default=40_000_000, ge=1)
     max_chat_messages: int = Field(default=1000, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default=["*"])
+    # The answer's format when a request names none. DEFAULT_RESPONSE_FORMAT (the original's
+    # name) sets both, unless the specific setting is set: see `images_default_format`.
     default_response_format: Literal["url", "b64_json"] = "url"
+    images_response_format: Literal["auto", "url", "b64_json"] | None = None
+    chat_response_format: Literal["url", "b64_json"] | None = None
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
     chat_progress: Literal["off", "reasoning"] = "off"
 
@@ -203,8 +210,26 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _parse_json_settings(self) -> Settings:
         # Touching the properties parses the JSON settings now, so a bad value stops the start.
-        _ = self.model_entries, self.model_pacing, self.client_overrides
+        _ = self.model_entries, self.model_pacing, self.client_overrides, self.catalogue
         return self
+
+    @property
+    def images_default_format(self) -> Literal["auto", "url", "b64_json"]:
+        """The images API's format for a request that names none ("auto": the README's rule)."""
+        if self.images_response_format is not None:
+            return self.images_response_format
+        if "default_response_format" in self.model_fields_set:
+            return self.default_response_format
+        return "auto"
+
+    @property
+    def chat_default_format(self) -> Literal["url", "b64_json"]:
+        return self.chat_response_format or self.default_response_format
+
+    @cached_property
+    def alias_entries(self) -> dict[str, str | None]:
+        """MODEL_ALIASES: alias to model; None (an empty target or JSON null) switches one off."""
+        return parse_aliases(self.model_aliases)
 
     @cached_property
     def model_pacing(self) -> dict[str, ModelPacing]:
@@ -241,7 +266,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def catalogue(self) -> Catalogue:
-        return Catalogue(self.model_entries)
+        return Catalogue(self.model_entries, self.alias_entries)
 
     @cached_property
     def client_keys(self) -> tuple[str, ...]:
@@ -294,6 +319,11 @@ class Settings(BaseSettings):
             shown[name.upper()] = value
         shown["client keys"] = [mask(key) for key in self.client_keys] or "none (public API)"
         shown["models"] = [spec.id for spec in self.catalogue.listed]
+        shown["model aliases"] = {
+            alias: self.catalogue.resolve(alias, edit=False) for alias in self.catalogue.aliases
+        }
+        shown["IMAGES_RESPONSE_FORMAT"] = self.images_default_format
+        shown["CHAT_RESPONSE_FORMAT"] = self.chat_default_format
         return shown
 
 
@@ -337,6 +367,50 @@ def _parse_json_object(
         raise ValueError(
             f"{name} is invalid{' at ' + where if where else ''}: {error['msg']}"
         ) from None
+
+
+# An alias is a model name as a client sends it: printable, no spaces, "=" or ",".
+_ALIAS_NAME = re.compile(r"^[A-Za-z0-9._:/@+\-]{1,128}$")
+_ALIAS_ENTRIES: TypeAdapter[dict[str, str | None]] = TypeAdapter(dict[str, str | None])
+
+
+def parse_aliases(raw: str | None) -> dict[str, str | None]:
+    """MODEL_ALIASES as a JSON object or `alias=model` pairs split by commas or whitespace.
+
+    An empty target (`dall-e-2=`, or JSON null) switches that alias off.
+    """
+    if not raw or not raw.strip():
+        return {}
+    text = raw.strip()
+    entries: dict[str, str | None] = {}
+    if text.startswith("{"):
+        try:
+            entries = _ALIAS_ENTRIES.validate_json(text)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise ValueError(
+                f"MODEL_ALIASES is not a JSON object of alias to model name"
+                f"{' (at ' + where + ')' if where else ''}: {error['msg']}"
+            ) from None
+    else:
+        for pair in split_list(text):
+            name, sep, model = pair.partition("=")
+            if not sep:
+                raise ValueError(
+                    f"MODEL_ALIASES: '{pair}' is not alias=model "
+                    '(e.g. dall-e-3=Kwai-Kolors/Kolors, or a JSON object {"dall-e-3": "..."})'
+                )
+            entries[name] = model
+    checked: dict[str, str | None] = {}
+    for alias, target in entries.items():
+        for spelled in (alias, target):
+            if spelled and not _ALIAS_NAME.match(spelled):
+                raise ValueError(f"MODEL_ALIASES: {spelled[:64]!r} is not a model name")
+        if not alias:
+            raise ValueError("MODEL_ALIASES: an entry has an empty alias")
+        checked[alias] = target or None
+    return checked
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -78,8 +78,9 @@ async def edit_images(request: Request, services: ServicesDep, client: ClientDep
         params,
         prompt=prompt,
         catalogue=services.catalogue,
-        default_response_format=services.settings.default_response_format,
+        default_response_format=services.settings.images_default_format,
         images=tuple(references),
+        edit=True,
     )
     if not references:
         raise InvalidRequestError(

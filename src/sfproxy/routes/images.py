@@ -29,9 +29,10 @@ async def create_images(request: Request, services: ServicesDep, client: ClientD
         body,
         prompt=body.prompt,
         catalogue=services.catalogue,
-        default_response_format=services.settings.default_response_format,
+        default_response_format=services.settings.images_default_format,
+        images=body.input_images(),
     )
-    plan = services.corridor.prepare(job)
+    plan = await services.inputs.read_plan_images(services.corridor.prepare(job))
     url_for = url_maker(request, services)
     return await services.corridor.answer(
         request, client, plan, images_renderer(job.response_format, url_for)
