@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
 )
 
@@ -169,6 +170,17 @@ class ImageGenerationRequest(ImageParams):
     image3: str | None = Field(default=None, description="Third input image (edit models).")
 
     _prompt_not_blank = field_validator("prompt")(_non_blank)
+
+    @field_validator("image2", "image3")
+    @classmethod
+    def _after_the_first(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Input images are numbered by position: a second one without a first is a mistake.
+        earlier = ("image",) if info.field_name == "image2" else ("image", "image2")
+        if value and not all(info.data.get(name) for name in earlier):
+            raise problem(
+                "image_order", "send image (and image2) before {name}", name=info.field_name
+            )
+        return value
 
     def input_images(self) -> tuple[str, ...]:
         return tuple(image for image in (self.image, self.image2, self.image3) if image)
