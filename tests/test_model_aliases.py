@@ -187,6 +187,13 @@ def test_configured_aliases_add_to_override_and_switch_off_the_builtins():
     assert "gpt-image-2" not in catalogue.aliases
 
 
+def test_a_listed_model_named_like_a_builtin_alias_is_that_model():
+    catalogue = Catalogue(["dall-e-3", "Qwen/Qwen-Image"])
+    assert catalogue.resolve("dall-e-3", edit=False) == "dall-e-3"
+    assert catalogue.resolve("dall-e-2", edit=False) == "dall-e-3"
+    assert "dall-e-3" not in catalogue.aliases
+
+
 def test_default_models_follow_the_listed_order():
     catalogue = Catalogue(["Qwen/Qwen-Image-Edit-2509", "Kwai-Kolors/Kolors", "Qwen/Qwen-Image"])
     # Text-to-image: the first listed model that needs no input image.

@@ -200,9 +200,12 @@ class Catalogue:
         return base.model_copy(update=entry.model_dump(exclude_unset=True))
 
     def _aliases(self, configured: Mapping[str, str | None]) -> dict[str, str]:
-        merged: dict[str, str | None] = dict.fromkeys(BUILTIN_ALIASES, DEFAULT_TARGET)
-        merged.update(configured)
         listed = [spec.id for spec in self.listed]
+        # A listed model named like a built-in alias is that model, not the alias.
+        merged: dict[str, str | None] = {
+            alias: DEFAULT_TARGET for alias in BUILTIN_ALIASES if alias not in listed
+        }
+        merged.update(configured)
         aliases: dict[str, str] = {}
         for alias, target in merged.items():
             if target is None:

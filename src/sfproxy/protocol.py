@@ -44,7 +44,9 @@ class _Request(BaseModel):
 class ImageParams(_Request):
     """What every image-making endpoint accepts besides the prompt."""
 
-    model: str | None = Field(default=None, description="Model id; default: the first listed.")
+    model: str | None = Field(
+        default=None, description="Model id or alias (dall-e-3, gpt-image-1, ...)."
+    )
     n: int = Field(default=1, ge=1, le=10, description="Number of images, 1 to 10.")
     size: str | None = Field(
         default=None,
@@ -52,7 +54,7 @@ class ImageParams(_Request):
         examples=["1024x1024"],
     )
     response_format: ResponseFormat | None = Field(
-        default=None, description="url (default) or b64_json."
+        default=None, description="url or b64_json; absent: see README, Response format."
     )
     seed: int | None = Field(
         default=None, ge=0, le=9_999_999_999, validation_alias=AliasChoices("sf_seed", "seed")
