@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from sfproxy.catalogue import BUILTIN_ALIASES, Catalogue, derived_created
+from sfproxy.plan import ImageJob
+from sfproxy.protocol import ImageGenerationRequest
 from sfproxy.settings import ConfigError, load_settings, parse_aliases
 
 from .images import data_uri, image_bytes
@@ -269,3 +271,47 @@ def test_models_json_sets_created():
     kolors, other = settings.catalogue.listed
     assert (kolors.created_at, kolors.sizes is not None) == (1_720_000_000, True)
     assert other.created_at == derived_created("x/y")
+
+
+# Which model a request gets, endpoint by endpoint (ImageJob.from_params)
+
+
+def job_model(catalogue: Catalogue, model: str | None, *, edit: bool, images: int) -> str:
+    body = {"prompt": "p", **({"model": model} if model else {})}
+    job = ImageJob.from_params(
+        ImageGenerationRequest.model_validate(body),
+        prompt="p",
+        catalogue=catalogue,
+        default_response_format="auto",
+        images=("https://example.com/a.png",) * images,
+        edit=edit,
+    )
+    assert job.requested_model == model
+    return job.model
+
+
+@pytest.mark.parametrize(
+    ("model", "edit", "images", "expected"),
+    [
+        # An edit naming no model, or an alias: the default edit model.
+        (None, True, 1, "Qwen/Qwen-Image-Edit"),
+        ("gpt-image-1", True, 1, "Qwen/Qwen-Image-Edit"),
+        # A generation (or chat) carrying images with an alias: the default edit model too.
+        ("gpt-image-1", False, 1, "Qwen/Qwen-Image-Edit"),
+        # Naming none, it keeps the first listed model when that one takes images (Kolors)...
+        (None, False, 1, "Kwai-Kolors/Kolors"),
+        (None, False, 0, "Kwai-Kolors/Kolors"),
+        ("dall-e-3", False, 0, "Kwai-Kolors/Kolors"),
+        # ...and a listed model named is the model used.
+        ("Qwen/Qwen-Image", True, 1, "Qwen/Qwen-Image"),
+    ],
+)
+def test_the_model_each_request_gets(model, edit, images, expected):
+    catalogue = Catalogue(["Kwai-Kolors/Kolors", "Qwen/Qwen-Image", "Qwen/Qwen-Image-Edit"])
+    assert job_model(catalogue, model, edit=edit, images=images) == expected
+
+
+def test_chat_with_an_image_and_no_model_moves_off_a_model_that_takes_none():
+    catalogue = Catalogue()  # Qwen-Image first: it takes no input images
+    assert job_model(catalogue, None, edit=False, images=1) == "Qwen/Qwen-Image-Edit"
+    assert job_model(catalogue, None, edit=False, images=0) == "Qwen/Qwen-Image"
