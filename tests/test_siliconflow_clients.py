@@ -156,7 +156,11 @@ def test_second_image_without_a_first_is_400(proxy, fake):
         timeout=30,
     )
     assert response.status_code == 400
-    assert response.json()["error"]["param"] == "image2"
+    error = response.json()["error"]
+    assert (error["message"], error["param"]) == (
+        "Input images are numbered in order: image2 was sent without image.",
+        "image",
+    )
     assert fake.requests == []
 
 

@@ -15,11 +15,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
     field_validator,
 )
 
 from .catalogue import is_ratio, validate_size
+from .errors import InvalidRequestError
 from .validation import problem
 
 ResponseFormat = Literal["url", "b64_json"]
@@ -173,19 +173,18 @@ class ImageGenerationRequest(ImageParams):
 
     _prompt_not_blank = field_validator("prompt")(_non_blank)
 
-    @field_validator("image2", "image3")
-    @classmethod
-    def _after_the_first(cls, value: str | None, info: ValidationInfo) -> str | None:
-        # Input images are numbered by position: a second one without a first is a mistake.
-        earlier = ("image",) if info.field_name == "image2" else ("image", "image2")
-        if value and not all(info.data.get(name) for name in earlier):
-            raise problem(
-                "image_order", "send image (and image2) before {name}", name=info.field_name
-            )
-        return value
-
     def input_images(self) -> tuple[str, ...]:
-        return tuple(image for image in (self.image, self.image2, self.image3) if image)
+        """The input images in order; raises `InvalidRequestError` for a gap (image2 alone)."""
+        sent = {"image": self.image, "image2": self.image2, "image3": self.image3}
+        names = [name for name, image in sent.items() if image]
+        expected = list(sent)[: len(names)]
+        if names != expected:
+            missing = next(name for name in expected if name not in names)
+            raise InvalidRequestError(
+                f"Input images are numbered in order: {names[-1]} was sent without {missing}.",
+                param=missing,
+            )
+        return tuple(sent[name] or "" for name in names)
 
 
 class ImageEditJSONRequest(ImageParams):
