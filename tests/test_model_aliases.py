@@ -11,10 +11,11 @@ import openai
 import pytest
 from PIL import Image
 
-from sfproxy.catalogue import BUILTIN_ALIASES, Catalogue, derived_created
+from sfproxy.aliases import BUILTIN_ALIASES, parse_aliases
+from sfproxy.catalogue import Catalogue, derived_created
 from sfproxy.plan import ImageJob
 from sfproxy.protocol import ImageGenerationRequest
-from sfproxy.settings import ConfigError, load_settings, parse_aliases
+from sfproxy.settings import ConfigError, load_settings
 
 from .images import data_uri, image_bytes
 from .support.inprocess import in_process, service_settings

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .aliases import BUILTIN_ALIASES, DEFAULT_TARGET
 from .validation import problem
 
 # Tuning parameters, by their SiliconFlow names.
@@ -153,20 +154,6 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         params=_QWEN_PARAMS,
     ),
 )
-
-
-# The names OpenAI clients hard-code (Open WebUI offers only these; LibreChat sends gpt-image-1).
-BUILTIN_ALIASES = (
-    "dall-e-2",
-    "dall-e-3",
-    "gpt-image-1",
-    "gpt-image-1-mini",
-    "gpt-image-1.5",
-    "gpt-image-2",
-)
-# An alias's target meaning "the default model of the endpoint": text-to-image for generations,
-# the default edit model for edits.
-DEFAULT_TARGET = "default"
 
 
 class Catalogue:

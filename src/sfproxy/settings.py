@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .aliases import parse_aliases
 from .catalogue import Catalogue, ModelSpec
 
 _SPLIT = re.compile(r"[\s,]+")
@@ -367,50 +368,6 @@ def _parse_json_object(
         raise ValueError(
             f"{name} is invalid{' at ' + where if where else ''}: {error['msg']}"
         ) from None
-
-
-# An alias is a model name as a client sends it: printable, no spaces, "=" or ",".
-_ALIAS_NAME = re.compile(r"^[A-Za-z0-9._:/@+\-]{1,128}$")
-_ALIAS_ENTRIES: TypeAdapter[dict[str, str | None]] = TypeAdapter(dict[str, str | None])
-
-
-def parse_aliases(raw: str | None) -> dict[str, str | None]:
-    """MODEL_ALIASES as a JSON object or `alias=model` pairs split by commas or whitespace.
-
-    An empty target (`dall-e-2=`, or JSON null) switches that alias off.
-    """
-    if not raw or not raw.strip():
-        return {}
-    text = raw.strip()
-    entries: dict[str, str | None] = {}
-    if text.startswith("{"):
-        try:
-            entries = _ALIAS_ENTRIES.validate_json(text)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"])
-            raise ValueError(
-                f"MODEL_ALIASES is not a JSON object of alias to model name"
-                f"{' (at ' + where + ')' if where else ''}: {error['msg']}"
-            ) from None
-    else:
-        for pair in split_list(text):
-            name, sep, model = pair.partition("=")
-            if not sep:
-                raise ValueError(
-                    f"MODEL_ALIASES: '{pair}' is not alias=model "
-                    '(e.g. dall-e-3=Kwai-Kolors/Kolors, or a JSON object {"dall-e-3": "..."})'
-                )
-            entries[name] = model
-    checked: dict[str, str | None] = {}
-    for alias, target in entries.items():
-        for spelled in (alias, target):
-            if spelled and not _ALIAS_NAME.match(spelled):
-                raise ValueError(f"MODEL_ALIASES: {spelled[:64]!r} is not a model name")
-        if not alias:
-            raise ValueError("MODEL_ALIASES: an entry has an empty alias")
-        checked[alias] = target or None
-    return checked
 
 
 def load_settings(**overrides: Any) -> Settings:
