@@ -266,12 +266,12 @@ class ImageObject(_Response):
     )
 
 
-class HostedImage(_Response):
+class ImageLink(_Response):
     url: str
 
 
 class Timings(_Response):
-    inference: float = Field(description="Seconds spent on SiliconFlow's calls.")
+    inference: float = Field(description="Seconds with a SiliconFlow call or download in flight.")
 
 
 class ImagesResponse(_Response):
@@ -288,7 +288,7 @@ class ImagesResponse(_Response):
         default=None, exclude_if=_omit_none, description="The image_size actually sent."
     )
     output_format: str | None = Field(default=None, exclude_if=_omit_none)
-    images: list[HostedImage] = Field(description="SiliconFlow's shape: the images' URLs.")
+    images: list[ImageLink] = Field(description="SiliconFlow's shape: the images' URLs.")
     timings: Timings
     seed: int | None = Field(
         default=None, exclude_if=_omit_none, description="The first image's seed (SiliconFlow's)."
