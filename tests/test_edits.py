@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import httpx
@@ -28,7 +29,9 @@ def test_single_image_with_the_sdk(client, fake):
     assert decoded(sent["image"]) == PNG
     # Edit models size from their input and must not get image_size.
     assert "image_size" not in sent
-    output = Image.open(io.BytesIO(httpx.get(result.data[0].url).content))
+    # An edit with no response_format answers b64_json, as OpenAI's edit models do.
+    assert result.data[0].url is None
+    output = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json or "")))
     assert output.size == (80, 60)
 
 

@@ -3,17 +3,22 @@
 The built-in table follows SiliconFlow's public documentation. `MODELS_JSON` entries may carry
 the same fields to add a model or override one. A model nobody described is passed through
 untouched: no size fitting, every parameter sent as given.
+
+Clients written for OpenAI hard-code its model names; `Catalogue.resolve` maps those aliases
+(and a request that names no model) to a listed model, in one place for every endpoint.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .aliases import BUILTIN_ALIASES, DEFAULT_TARGET
 from .validation import problem
 
 # Tuning parameters, by their SiliconFlow names.
@@ -37,7 +42,8 @@ class ModelSpec(BaseModel):
 
     id: str = Field(min_length=1)
     owned_by: str = "siliconflow"
-    created: int = 1700000000
+    # Unix time of the model's release; unset: derived from the id (`created_at`).
+    created: int | None = Field(default=None, ge=0)
     sizes: tuple[SizeText, ...] | None = None
     default_size: SizeText | None = None
     # False for the edit models: they size from the input image and refuse `image_size`.
@@ -64,6 +70,10 @@ class ModelSpec(BaseModel):
     def requires_images(self) -> bool:
         return self.min_images > 0
 
+    @property
+    def created_at(self) -> int:
+        return self.created if self.created is not None else derived_created(self.id)
+
     def accepts(self, param: str) -> bool:
         return self.params is None or param in self.params
 
@@ -85,11 +95,23 @@ class ModelSpec(BaseModel):
         return shown
 
 
+def derived_created(model_id: str) -> int:
+    """A stable `created` for a model nobody dated: a second of 2024 chosen by the id's CRC-32.
+
+    The same id gives the same value in every process and release (unlike `hash()`).
+    """
+    return _YEAR_2024 + zlib.crc32(model_id.encode()) % _SECONDS_IN_2024
+
+
+_YEAR_2024 = 1_704_067_200
+_SECONDS_IN_2024 = 366 * 86_400
+
 _QWEN_PARAMS = frozenset({"seed", "num_inference_steps", "cfg", "negative_prompt"})
 
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         id="Qwen/Qwen-Image",
+        created=1_754_265_600,  # 2025-08-04
         sizes=(
             "1328x1328",
             "1664x928",
@@ -106,6 +128,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         id="Kwai-Kolors/Kolors",
+        created=1_720_224_000,  # 2024-07-06, the open release
         sizes=("1024x1024", "960x1280", "768x1024", "720x1440", "720x1280"),
         default_size="1024x1024",
         max_batch_size=4,
@@ -114,6 +137,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         id="Qwen/Qwen-Image-Edit",
+        created=1_755_475_200,  # 2025-08-18
         takes_image_size=False,
         max_batch_size=1,
         min_images=1,
@@ -122,6 +146,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         id="Qwen/Qwen-Image-Edit-2509",
+        created=1_758_499_200,  # 2025-09-22
         takes_image_size=False,
         max_batch_size=1,
         min_images=1,
@@ -132,9 +157,17 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
 
 
 class Catalogue:
-    """The models this service lists, in order, and what it knows about any model."""
+    """The models this service lists, in order, what it knows about any model, and aliases.
 
-    def __init__(self, overrides: Iterable[ModelSpec | str] = ()) -> None:
+    `aliases` (from MODEL_ALIASES) add to or override the built-in ones; an alias mapped to
+    `None` is switched off. Raises `ValueError` for an alias that points at an unlisted model.
+    """
+
+    def __init__(
+        self,
+        overrides: Iterable[ModelSpec | str] = (),
+        aliases: Mapping[str, str | None] | None = None,
+    ) -> None:
         self._builtin = {spec.id: spec for spec in BUILTIN_MODELS}
         self._known = dict(self._builtin)
         listed: list[ModelSpec] = []
@@ -143,6 +176,7 @@ class Catalogue:
             self._known[spec.id] = spec
             listed.append(spec)
         self.listed: tuple[ModelSpec, ...] = tuple(listed) or BUILTIN_MODELS
+        self.aliases: dict[str, str] = self._aliases(aliases or {})
 
     def _merge(self, entry: ModelSpec | str) -> ModelSpec:
         if isinstance(entry, str):
@@ -152,9 +186,65 @@ class Catalogue:
             return entry
         return base.model_copy(update=entry.model_dump(exclude_unset=True))
 
+    def _aliases(self, configured: Mapping[str, str | None]) -> dict[str, str]:
+        listed = [spec.id for spec in self.listed]
+        # A listed model named like a built-in alias is that model, not the alias.
+        merged: dict[str, str | None] = {
+            alias: DEFAULT_TARGET for alias in BUILTIN_ALIASES if alias not in listed
+        }
+        merged.update(configured)
+        aliases: dict[str, str] = {}
+        for alias, target in merged.items():
+            if target is None:
+                continue
+            if alias in listed:
+                raise ValueError(
+                    f"MODEL_ALIASES: '{alias}' is a listed model's own name and cannot be an alias"
+                )
+            if target != DEFAULT_TARGET and target not in listed:
+                raise ValueError(
+                    f"MODEL_ALIASES: '{alias}' points at '{target}', which is not listed "
+                    f"(listed: {', '.join(listed)}; or use '{DEFAULT_TARGET}')"
+                )
+            aliases[alias] = target
+        return aliases
+
     @property
     def default_model(self) -> str:
+        """What a generation (or chat) that names no model uses: the first listed model."""
         return self.listed[0].id
+
+    @property
+    def default_generation_model(self) -> str:
+        """The default text-to-image model: the first listed one that needs no input image."""
+        return next(
+            (spec.id for spec in self.listed if not spec.requires_images), self.default_model
+        )
+
+    @property
+    def default_edit_model(self) -> str:
+        """The first listed model that requires input images, else the first that takes them."""
+        takers = [spec for spec in self.listed if spec.takes_images]
+        editor = next((spec for spec in takers if spec.requires_images), None)
+        if editor is not None or takers:
+            return (editor or takers[0]).id
+        return self.default_model
+
+    def resolve(self, name: str | None, *, edit: bool) -> str:
+        """The model a request gets for the name it sent (or none): aliases followed.
+
+        `edit`: the request works on input images. It then gets the default edit model for no
+        name or for an alias of the endpoint's default.
+        """
+        if not name:
+            return self.default_edit_model if edit else self.default_model
+        target = self.aliases.get(name, name)
+        if target == DEFAULT_TARGET:
+            return self.default_edit_model if edit else self.default_generation_model
+        return target
+
+    def listed_spec(self, model_id: str) -> ModelSpec | None:
+        return next((spec for spec in self.listed if spec.id == model_id), None)
 
     def spec(self, model_id: str) -> ModelSpec:
         return self._known.get(model_id) or ModelSpec(id=model_id)

@@ -268,7 +268,7 @@ async def chat_plan(
         raise InvalidRequestError(
             "The latest user message has no text to use as the image prompt.", param="messages"
         )
-    spec = catalogue.spec(params.model or catalogue.default_model)
+    spec = catalogue.spec(catalogue.resolve(params.model, edit=bool(turn.images)))
     references = turn.images
     if not references and spec.requires_images:
         # "Now make it blue": an edit model works on the conversation's latest image.

@@ -96,6 +96,7 @@ class Corridor:
         """Reserve the plan's images for the client: the ticket now owns that money."""
         reservation = await self.limits.reserve_images(client, plan.requested)
         note.model = plan.job.model
+        note.model_requested = plan.job.requested_model
         note.prompt = plan.job.prompt
         return Ticket(
             corridor=self,

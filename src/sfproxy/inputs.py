@@ -24,6 +24,7 @@ from .images import (
     open_image,
     to_data_uri,
 )
+from .plan import INPUT_IMAGE_FIELDS, Plan
 from .store import ImageStore, is_valid_name
 
 # SiliconFlow takes these as they are; anything else (GIF, ...) is converted to PNG first.
@@ -76,6 +77,20 @@ class InputImages:
             if stored is not None:
                 return await self._checked_data_uri(stored.data, param=param)
         return reference
+
+    async def read_plan_images(self, plan: Plan) -> Plan:
+        """A plan whose input images came in a JSON body's `image`, `image2`, `image3` fields
+        (SiliconFlow's names, on the generations endpoint), read and checked as an edit's are.
+
+        Called once the plan was checked, so a model that takes no images is refused first.
+        """
+        if not plan.job.images:
+            return plan
+        images = [
+            await self.from_reference(reference, param=param)
+            for reference, param in zip(plan.job.images, INPUT_IMAGE_FIELDS, strict=False)
+        ]
+        return plan.with_images(tuple(images))
 
     async def _checked_data_uri(self, data: bytes, *, param: str) -> str:
         if len(data) > self.max_bytes:

@@ -32,7 +32,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 class RequestNote:
     request_id: str
     client: str | None = None
+    # The model used, and the name the client asked for (an alias, or None for none).
     model: str | None = None
+    model_requested: str | None = None
     images: int | None = None
     prompt: str | None = None
     upstream_seconds: float = 0.0
@@ -126,6 +128,8 @@ class RequestLogMiddleware:
                 queue_ms=round(note.queue_seconds * 1000, 1),
                 overhead_ms=round(overhead * 1000, 2),
             )
+            if note.model_requested != note.model:
+                fields["model_requested"] = note.model_requested
         if note.delivered is not None:
             fields.update(delivered=note.delivered, refunded=note.refunded)
         if note.task is not None:

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from .catalogue import is_ratio, validate_size
+from .errors import InvalidRequestError
 from .validation import problem
 
 ResponseFormat = Literal["url", "b64_json"]
@@ -47,7 +48,9 @@ class _Request(BaseModel):
 class ImageParams(_Request):
     """What every image-making endpoint accepts besides the prompt."""
 
-    model: str | None = Field(default=None, description="Model id; default: the first listed.")
+    model: str | None = Field(
+        default=None, description="Model id or alias (dall-e-3, gpt-image-1, ...)."
+    )
     n: int = Field(default=1, ge=1, le=10, description="Number of images, 1 to 10.")
     size: str | None = Field(
         default=None,
@@ -55,7 +58,7 @@ class ImageParams(_Request):
         examples=["1024x1024"],
     )
     response_format: ResponseFormat | None = Field(
-        default=None, description="url (default) or b64_json."
+        default=None, description="url or b64_json; absent: see README, Response format."
     )
     seed: int | None = Field(
         default=None, ge=0, le=9_999_999_999, validation_alias=AliasChoices("sf_seed", "seed")
@@ -166,8 +169,26 @@ class ImageGenerationRequest(ImageParams):
     """`POST /v1/images/generations`."""
 
     prompt: Prompt
+    # SiliconFlow's own input-image fields (data URIs or URLs), which the SiliconFlow providers
+    # of Cherry Studio and LobeChat send to this endpoint for image-to-image and edits.
+    image: str | None = Field(default=None, description="Input image (SiliconFlow's name).")
+    image2: str | None = Field(default=None, description="Second input image (edit models).")
+    image3: str | None = Field(default=None, description="Third input image (edit models).")
 
     _prompt_not_blank = field_validator("prompt")(_non_blank)
+
+    def input_images(self) -> tuple[str, ...]:
+        """The input images in order; raises `InvalidRequestError` for a gap (image2 alone)."""
+        sent = {"image": self.image, "image2": self.image2, "image3": self.image3}
+        names = [name for name, image in sent.items() if image]
+        expected = list(sent)[: len(names)]
+        if names != expected:
+            missing = next(name for name in expected if name not in names)
+            raise InvalidRequestError(
+                f"Input images are numbered in order: {names[-1]} was sent without {missing}.",
+                param=missing,
+            )
+        return tuple(sent[name] or "" for name in names)
 
 
 class ImageEditJSONRequest(ImageParams):
@@ -308,13 +329,33 @@ class ImageObject(_Response):
     )
 
 
+class ImageLink(_Response):
+    url: str
+
+
+class Timings(_Response):
+    inference: float = Field(description="Seconds with a SiliconFlow call or download in flight.")
+
+
 class ImagesResponse(_Response):
+    """OpenAI's answer, with SiliconFlow's own fields beside `data` for clients set up for it.
+
+    `images[].url` is always a URL (this service's, or SiliconFlow's with IMAGE_STORE=off),
+    even when `data` carries b64_json: Cherry Studio's and LobeChat's SiliconFlow providers
+    read `images[0].url`.
+    """
+
     created: int
     data: list[ImageObject]
     size: str | None = Field(
         default=None, exclude_if=_omit_none, description="The image_size actually sent."
     )
     output_format: str | None = Field(default=None, exclude_if=_omit_none)
+    images: list[ImageLink] = Field(description="SiliconFlow's shape: the images' URLs.")
+    timings: Timings
+    seed: int | None = Field(
+        default=None, exclude_if=_omit_none, description="The first image's seed (SiliconFlow's)."
+    )
 
 
 class Usage(_Response):

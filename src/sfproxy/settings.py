@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .aliases import parse_aliases
 from .catalogue import Catalogue, ModelSpec
 
 _SPLIT = re.compile(r"[\s,]+")
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
 
     models_json: str | None = None
     models: str | None = None
+    # `{"alias": "model"}` or `alias=model` pairs, over the built-in aliases (catalogue.py).
+    model_aliases: str | None = None
+    list_model_aliases: bool = False
 
     parallel_calls: int = Field(default=4, ge=1, le=64)
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
@@ -98,7 +102,11 @@ class Settings(BaseSettings):
     max_input_pixels: int = Field(default=40_000_000, ge=1)
     max_chat_messages: int = Field(default=1000, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default=["*"])
+    # The answer's format when a request names none. DEFAULT_RESPONSE_FORMAT (the original's
+    # name) sets both, unless the specific setting is set: see `images_default_format`.
     default_response_format: Literal["url", "b64_json"] = "url"
+    images_response_format: Literal["auto", "url", "b64_json"] | None = None
+    chat_response_format: Literal["url", "b64_json"] | None = None
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
     chat_progress: Literal["off", "reasoning"] = "off"
     # Chat clients' background prompts (titles, tags, ...) answered without an image (tasks.py).
@@ -224,8 +232,26 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _parse_json_settings(self) -> Settings:
         # Touching the properties parses the JSON settings now, so a bad value stops the start.
-        _ = self.model_entries, self.model_pacing, self.client_overrides
+        _ = self.model_entries, self.model_pacing, self.client_overrides, self.catalogue
         return self
+
+    @property
+    def images_default_format(self) -> Literal["auto", "url", "b64_json"]:
+        """The images API's format for a request that names none ("auto": the README's rule)."""
+        if self.images_response_format is not None:
+            return self.images_response_format
+        if "default_response_format" in self.model_fields_set:
+            return self.default_response_format
+        return "auto"
+
+    @property
+    def chat_default_format(self) -> Literal["url", "b64_json"]:
+        return self.chat_response_format or self.default_response_format
+
+    @cached_property
+    def alias_entries(self) -> dict[str, str | None]:
+        """MODEL_ALIASES: alias to model; None (an empty target or JSON null) switches one off."""
+        return parse_aliases(self.model_aliases)
 
     @cached_property
     def model_pacing(self) -> dict[str, ModelPacing]:
@@ -262,7 +288,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def catalogue(self) -> Catalogue:
-        return Catalogue(self.model_entries)
+        return Catalogue(self.model_entries, self.alias_entries)
 
     @cached_property
     def client_keys(self) -> tuple[str, ...]:
@@ -315,6 +341,11 @@ class Settings(BaseSettings):
             shown[name.upper()] = value
         shown["client keys"] = [mask(key) for key in self.client_keys] or "none (public API)"
         shown["models"] = [spec.id for spec in self.catalogue.listed]
+        shown["model aliases"] = {
+            alias: self.catalogue.resolve(alias, edit=False) for alias in self.catalogue.aliases
+        }
+        shown["IMAGES_RESPONSE_FORMAT"] = self.images_default_format
+        shown["CHAT_RESPONSE_FORMAT"] = self.chat_default_format
         return shown
 
 

@@ -13,7 +13,6 @@ openai-node both raise as `APIError`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +29,7 @@ from ..errors import ServerShuttingDownError, UpstreamBadResponseError
 from ..generate import GeneratedImage, Generation
 from ..images import b64_json_fragment
 from ..observability import note_of
-from ..plan import ImageJob
+from ..plan import ImageJob, Plan
 from .sse import (
     KEEPALIVE,
     SSE_HEADERS,
@@ -61,14 +60,14 @@ async def stream_images(
     request: Request,
     corridor: Corridor,
     client: Client,
-    job: ImageJob,
+    plan: Plan,
     *,
     event_type: EventType,
     keepalive: float,
 ) -> Response:
-    """Prepare and reserve (errors there are ordinary JSON answers), then stream the images."""
+    """Reserve (errors there are ordinary JSON answers), then stream the plan's images."""
     # The events are base64, whatever response_format says, so the bytes are always downloaded.
-    plan = corridor.prepare(dataclasses.replace(job, response_format="b64_json"))
+    plan = plan.with_response_format("b64_json")
     ticket = await corridor.open(plan, client, note_of(request))
     stream = ImageStream(event_type, plan.job)
     events = stream.events(

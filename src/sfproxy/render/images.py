@@ -34,11 +34,12 @@ def images_response(
     without being turned into megabyte-long Python strings, so the body is built here.
     """
     data: list[dict[str, Any]] = []
-    for image in generation.images:
+    urls = [url_for(image) for image in generation.images]
+    for image, url in zip(generation.images, urls, strict=True):
         item: dict[str, Any] = (
             {"b64_json": b64_json_fragment(image.data)}
             if response_format == "b64_json" and image.data is not None
-            else {"url": url_for(image)}
+            else {"url": url}
         )
         if image.seed is not None:
             item["seed"] = image.seed
@@ -50,11 +51,31 @@ def images_response(
     output_format = _output_format(formats.pop()) if len(formats) == 1 else None
     if output_format is not None:
         body["output_format"] = output_format
+    body |= siliconflow_fields(generation, urls)
     return Response(
         orjson.dumps(body),
         media_type="application/json",
         headers=partial_failure_headers(generation),
     )
+
+
+def siliconflow_fields(generation: Generation, urls: list[str]) -> dict[str, Any]:
+    """SiliconFlow's own answer fields, for clients set up for SiliconFlow itself.
+
+    Cherry Studio's SiliconFlow painting page (src/renderer/src/pages/paintings/providers/
+    silicon/provider.ts) reads `data`, else `images`; LobeChat's SiliconCloud provider
+    (packages/model-runtime/src/providers/siliconcloud/createImage.ts) reads only
+    `images[0].url`. Both post SiliconFlow-shaped bodies (`image_size`, `batch_size`, `image`)
+    to `{base}/images/generations`.
+    """
+    fields: dict[str, Any] = {
+        "images": [{"url": url} for url in urls],
+        "timings": {"inference": round(generation.upstream_seconds, 3)},
+    }
+    seed = next((image.seed for image in generation.images if image.seed is not None), None)
+    if seed is not None:
+        fields["seed"] = seed
+    return fields
 
 
 def _output_format(media_type: str | None) -> str | None:

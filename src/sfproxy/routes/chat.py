@@ -62,7 +62,7 @@ async def create_chat_completion(
         body,
         corridor=corridor,
         inputs=services.inputs,
-        default_response_format=settings.default_response_format,
+        default_response_format=settings.chat_default_format,
     )
     response_format = plan.job.response_format
     url_for = url_maker(request, services)

@@ -100,23 +100,24 @@ async def edit_images(request: Request, services: ServicesDep, client: ClientDep
         params,
         prompt=prompt,
         catalogue=services.catalogue,
-        default_response_format=services.settings.default_response_format,
+        default_response_format=services.settings.images_default_format,
         images=tuple(references),
+        edit=True,
     )
     if not references:
         raise InvalidRequestError(
             "Missing required parameter: 'image'.", param="image", code="missing_required_parameter"
         )
+    plan = services.corridor.prepare(job)
     if params.stream:
         return await stream_images(
             request,
             services.corridor,
             client,
-            job,
+            plan,
             event_type="image_edit.completed",
             keepalive=services.settings.stream_keepalive_seconds,
         )
-    plan = services.corridor.prepare(job)
     url_for = url_maker(request, services)
     return await services.corridor.answer(
         request,

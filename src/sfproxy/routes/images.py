@@ -37,18 +37,19 @@ async def create_images(request: Request, services: ServicesDep, client: ClientD
         body,
         prompt=body.prompt,
         catalogue=services.catalogue,
-        default_response_format=services.settings.default_response_format,
+        default_response_format=services.settings.images_default_format,
+        images=body.input_images(),
     )
+    plan = await services.inputs.read_plan_images(services.corridor.prepare(job))
     if body.stream:
         return await stream_images(
             request,
             services.corridor,
             client,
-            job,
+            plan,
             event_type="image_generation.completed",
             keepalive=services.settings.stream_keepalive_seconds,
         )
-    plan = services.corridor.prepare(job)
     url_for = url_maker(request, services)
     return await services.corridor.answer(
         request, client, plan, images_renderer(job.response_format, url_for)
