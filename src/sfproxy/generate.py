@@ -1,8 +1,9 @@
 """Making the images of a plan: upstream calls, their retries, and keeping what they made.
 
 A `Plan` (see `corridor.py`) is run as its upstream calls (batched where the model allows),
-concurrently up to `PARALLEL_CALLS`; each resulting image is downloaded once and put in the
-image store. Calls that fail are reported beside the images that succeeded.
+concurrently up to `PARALLEL_CALLS`; each resulting image is downloaded once, converted to the
+asked `output_format` (or `IMAGE_FORMAT`) unless the model made that format itself, and put in
+the image store. Calls that fail are reported beside the images that succeeded.
 
 Money is decided here, call by call: a generation is tried again only when the failure proves
 nothing was made (`RetryPolicy.allows`), never past the request's deadline, and never once
@@ -22,8 +23,23 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .catalogue import Catalogue, ModelSpec, fit_size
-from .errors import ImageStoreError, ProxyError, UpstreamError
+from .errors import (
+    ImageStoreError,
+    InvalidRequestError,
+    ProxyError,
+    UpstreamBadResponseError,
+    UpstreamError,
+)
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_QUALITY,
+    FORMAT_MEDIA_TYPES,
+    ImageError,
+    convert_image,
+    image_dimensions,
+)
 from .plan import INPUT_IMAGE_FIELDS, MAX_SEED, ImageJob, Plan
+from .protocol import OutputFormat
 from .retries import MAX_RETRY_WAIT
 from .siliconflow import SiliconFlowClient, UpstreamImages
 from .store import ImageStore
@@ -39,6 +55,9 @@ class GeneratedImage:
     # Its name in the image store, or SiliconFlow's own URL when nothing is kept.
     name: str | None = None
     upstream_url: str | None = None
+    # From the image's header, when its bytes are at hand.
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass(slots=True)
@@ -174,11 +193,17 @@ class ImageGenerator:
         pacer: Pacer | None = None,
         observer: Observer | None = None,
         random_seed: Callable[[], int] = lambda: random.randint(0, MAX_SEED),
+        image_format: OutputFormat | None = None,
+        image_quality: int = DEFAULT_QUALITY,
     ) -> None:
         self.client = client
         self.store = store
         self.catalogue = catalogue
         self.parallel_calls = parallel_calls
+        # IMAGE_FORMAT (None: keep SiliconFlow's bytes) and IMAGE_COMPRESSION: the defaults
+        # for requests that ask for no `output_format` / `output_compression`.
+        self.image_format = image_format
+        self.image_quality = image_quality
         self.pacer: Pacer = pacer or _Unpaced()
         self.observer: Observer = observer or _Unobserved()
         self._random_seed = random_seed
@@ -195,7 +220,29 @@ class ImageGenerator:
                 payload[param] = value
         for name, image in zip(INPUT_IMAGE_FIELDS, job.images, strict=False):
             payload[name] = image
+        wanted = self.output_format_for(job)
+        if wanted is not None and spec.makes(wanted):
+            payload["output_format"] = wanted
+        elif (
+            job.output_format is not None
+            and job.response_format == "url"
+            and not self.store.keeps_images
+        ):
+            # Without a store a url answer is SiliconFlow's own link, which cannot point at
+            # converted bytes; answering b64_json instead would break a client reading `url`.
+            raise InvalidRequestError(
+                f"output_format '{job.output_format}' with response_format 'url' needs the "
+                f"image store, and IMAGE_STORE is off: {job.model} cannot make "
+                f"{job.output_format} itself. Ask for response_format 'b64_json', or send no "
+                "output_format.",
+                param="output_format",
+                code="output_format_needs_image_store",
+            )
         return payload, size
+
+    def output_format_for(self, job: ImageJob) -> OutputFormat | None:
+        """The format the job's images are answered in; None: as SiliconFlow made them."""
+        return job.output_format or self.image_format
 
     def calls_for(self, plan: Plan, deadline: float, progress: Progress | None = None) -> Calls:
         return Calls(
@@ -242,7 +289,8 @@ class ImageGenerator:
         self.observer.generated(job.model, len(images))
         return Generation(
             model=job.model,
-            size=plan.size,
+            # Edit models size from their input, so the plan has no size: the image tells it.
+            size=plan.size or _size_of(images[0]),
             images=images,
             requested=plan.requested,
             calls=len(plan.batches),
@@ -329,7 +377,10 @@ class ImageGenerator:
             return GeneratedImage(seed=seed, upstream_url=url)
         with clock.measure():
             data, media_type = await self.client.download(url, model=job.model)
+        data, media_type, dimensions = await self._in_output_format(data, media_type, job)
         image = GeneratedImage(seed=seed, media_type=media_type, data=data)
+        if dimensions is not None:
+            image.width, image.height = dimensions
         if self.store.keeps_images:
             try:
                 image.name = await self.store.put(data, media_type)
@@ -340,9 +391,47 @@ class ImageGenerator:
             image.upstream_url = url
         return image
 
+    async def _in_output_format(
+        self, data: bytes, media_type: str, job: ImageJob
+    ) -> tuple[bytes, str, tuple[int, int] | None]:
+        """The downloaded image as the job asks, its media type and pixel size: converted
+        unless it already is that format (because the model made it so, say) and no quality
+        was asked for."""
+        wanted = self.output_format_for(job)
+        target = FORMAT_MEDIA_TYPES[wanted] if wanted is not None else media_type
+        # PNG is lossless: a quality asked of it changes nothing, so it is no reason to convert.
+        requality = job.output_compression is not None and target != "image/png"
+        if target == media_type and not requality:
+            try:
+                # The header alone: microseconds, on the loop.
+                return data, media_type, image_dimensions(data, max_pixels=DEFAULT_MAX_PIXELS)
+            except ImageError:
+                # Kept and answered as before: the size is only reported, never needed.
+                return data, media_type, None
+        quality = job.output_compression
+        try:
+            converted = await asyncio.to_thread(
+                convert_image,
+                data,
+                target,
+                max_pixels=DEFAULT_MAX_PIXELS,
+                quality=self.image_quality if quality is None else quality,
+            )
+        except ImageError as exc:
+            raise UpstreamBadResponseError(
+                f"SiliconFlow sent an image that cannot be converted to {wanted}: {exc}."
+            ) from None
+        return converted.data, converted.media_type, (converted.width, converted.height)
+
     def url_for(self, image: GeneratedImage, base_url: str) -> str:
         """Where a client fetches the image: this service, the store's CDN, or SiliconFlow."""
         if image.name is None:
             assert image.upstream_url is not None
             return image.upstream_url
         return self.store.public_url(image.name) or f"{base_url}/v1/files/images/{image.name}"
+
+
+def _size_of(image: GeneratedImage) -> str | None:
+    if image.width is None or image.height is None:
+        return None
+    return f"{image.width}x{image.height}"

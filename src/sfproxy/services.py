@@ -106,6 +106,8 @@ class Services:
                 parallel_calls=settings.parallel_calls,
                 pacer=pacer,
                 observer=_GenerationMetrics(metrics),
+                image_format=None if settings.image_format == "keep" else settings.image_format,
+                image_quality=settings.image_compression,
             )
             limits = ClientLimits(
                 counter,
