@@ -18,6 +18,7 @@ from PIL import Image
 
 from sfproxy.fake_upstream import FakeSiliconFlow
 from sfproxy.images import JPEG_BACKGROUND, convert_image
+from sfproxy.settings import ConfigError, load_settings
 
 from .conftest import StartProxy
 from .images import image_bytes
@@ -164,16 +165,26 @@ async def test_the_same_format_keeps_the_exact_bytes(fake, tmp_path, made, asked
     )
 
 
-async def test_a_quality_asked_re_encodes_the_same_format(fake, tmp_path):
-    fake.configure(image_format="webp")
+@pytest.mark.parametrize(
+    ("made", "asked", "signature"),
+    [("webp", "webp", b"RIFF"), ("jpeg", None, b"\xff\xd8\xff"), ("png", None, b"\x89PNG")],
+)
+async def test_a_quality_asked_re_encodes_jpeg_and_webp_only(
+    fake, tmp_path, made, asked, signature
+):
+    fake.configure(image_format=made)
     async with in_process(service_settings(fake, tmp_path)) as running:
         kept = await generate(running, response_format="b64_json")
         low = await generate(
-            running, output_format="webp", output_compression=10, response_format="b64_json"
+            running, output_format=asked, output_compression=10, response_format="b64_json"
         )
-    assert is_webp(b64_image(low))
-    # The fake encodes at quality 80: quality 10 is a different, smaller file.
-    assert len(b64_image(low)) < len(b64_image(kept))
+    assert b64_image(low).startswith(signature)
+    if made == "png":
+        # PNG has no quality: the fake's file, untouched.
+        assert b64_image(low) == b64_image(kept)
+    else:
+        # The fake encodes at quality 80 or more: quality 10 is a different, smaller file.
+        assert len(b64_image(low)) < len(b64_image(kept))
 
 
 async def test_image_format_applies_when_nothing_is_asked(fake, tmp_path):
@@ -403,3 +414,18 @@ async def test_the_fakes_corrupt_download_looks_whole_but_does_not_decode(fake):
         Image.open(io.BytesIO(corrupt)).load()
     with pytest.raises(ValueError, match="fault kind for generate"):
         fake.add_fault("corrupt")
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"), [("", "keep"), ("keep", "keep"), (" JPG ", "jpeg"), ("WebP", "webp")]
+)
+def test_image_format_setting(monkeypatch, value, parsed):
+    monkeypatch.setenv("IMAGE_FORMAT", value)
+    assert load_settings(_env_file=None).image_format == parsed
+
+
+@pytest.mark.parametrize(("name", "value"), [("IMAGE_FORMAT", "gif"), ("IMAGE_COMPRESSION", "101")])
+def test_invalid_image_format_settings_name_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings(_env_file=None)

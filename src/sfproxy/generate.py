@@ -33,7 +33,9 @@ from .errors import (
 from .images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_QUALITY,
+    EXTENSIONS,
     FORMAT_MEDIA_TYPES,
+    LOSSY_MEDIA_TYPES,
     ImageError,
     convert_image,
     image_dimensions,
@@ -399,8 +401,8 @@ class ImageGenerator:
         was asked for."""
         wanted = self.output_format_for(job)
         target = FORMAT_MEDIA_TYPES[wanted] if wanted is not None else media_type
-        # PNG is lossless: a quality asked of it changes nothing, so it is no reason to convert.
-        requality = job.output_compression is not None and target != "image/png"
+        # Only JPEG and WebP have a quality; asked of PNG (or GIF) it is no reason to convert.
+        requality = job.output_compression is not None and target in LOSSY_MEDIA_TYPES
         if target == media_type and not requality:
             try:
                 # The header alone: microseconds, on the loop.
@@ -419,7 +421,8 @@ class ImageGenerator:
             )
         except ImageError as exc:
             raise UpstreamBadResponseError(
-                f"SiliconFlow sent an image that cannot be converted to {wanted}: {exc}."
+                f"SiliconFlow sent an image that cannot be converted to "
+                f"{wanted or EXTENSIONS[target]}: {exc}."
             ) from None
         return converted.data, converted.media_type, (converted.width, converted.height)
 

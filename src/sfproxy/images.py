@@ -28,6 +28,8 @@ MEDIA_TYPES = {ext: media for media, ext in EXTENSIONS.items()} | {"jpeg": "imag
 # What `output_format` names, by its OpenAI spelling, and Pillow's name for each.
 FORMAT_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _PILLOW_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+# The formats `output_compression` (a quality) applies to.
+LOSSY_MEDIA_TYPES = ("image/jpeg", "image/webp")
 # The JPEG/WebP quality when nobody asked for one (IMAGE_COMPRESSION's default). OpenAI's is
 # 100, but a JPEG at 100 is about twice the bytes of one at 90 for no difference anyone sees.
 DEFAULT_QUALITY = 90
