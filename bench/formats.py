@@ -123,55 +123,50 @@ def worst_loop_gap(work: Callable[[], object]) -> float:
 
 
 def measure(sizes: Sequence[tuple[int, int]] = SIZES, repeats: int = 5) -> list[dict[str, Any]]:
-    """One row per size, format and quality: bytes, and median conversion time."""
+    """One row per size, format and quality: bytes, median conversion time, the worst loop
+    stall meanwhile, and the time to read the result's size from its header (done on the
+    event loop for every image the service keeps as it came)."""
     rows: list[dict[str, Any]] = []
     for width, height in sizes:
         source = source_png(width, height)
         megapixels = width * height / 1e6
-        header = _median_seconds(lambda s=source: image_dimensions(s), repeats * 20)
-        rows.append(
-            {
-                "size": f"{width}x{height}",
-                "format": "png",
-                "quality": None,
-                "what": "as SiliconFlow sends it (header read only)",
-                "bytes": len(source),
-                "seconds": header,
-                "ms_per_megapixel": header * 1000 / megapixels,
-                "loop_gap_seconds": None,
-            }
-        )
+        size = f"{width}x{height}"
+        rows.append(_row(size, "png", None, "none: as SiliconFlow sends it", source, repeats))
         for image_format in FORMATS:
+            media_type = FORMAT_MEDIA_TYPES[image_format]
             # PNG is lossless: one row; JPEG and WebP at each quality.
-            qualities = (
-                (DEFAULT_QUALITY,)
-                if image_format == "png"
-                else (
-                    DEFAULT_QUALITY,
-                    *OTHER_QUALITIES,
-                )
-            )
-            for quality in qualities:
-                media_type = FORMAT_MEDIA_TYPES[image_format]
+            lossy = image_format != "png"
+            for quality in (DEFAULT_QUALITY, *OTHER_QUALITIES) if lossy else (DEFAULT_QUALITY,):
 
                 def convert(s: bytes = source, m: str = media_type, q: int = quality) -> bytes:
                     return convert_image(s, m, max_pixels=DEFAULT_MAX_PIXELS, quality=q).data
 
                 data = convert()
+                shown_quality = quality if lossy else None
+                what = _what(image_format, quality)
+                measured = _row(size, image_format, shown_quality, what, data, repeats)
                 seconds = _median_seconds(convert, repeats)
-                rows.append(
-                    {
-                        "size": f"{width}x{height}",
-                        "format": image_format,
-                        "quality": None if image_format == "png" else quality,
-                        "what": _what(image_format, quality),
-                        "bytes": len(data),
-                        "seconds": seconds,
-                        "ms_per_megapixel": seconds * 1000 / megapixels,
-                        "loop_gap_seconds": worst_loop_gap(convert),
-                    }
-                )
+                measured["seconds"] = seconds
+                measured["ms_per_megapixel"] = seconds * 1000 / megapixels
+                measured["loop_gap_seconds"] = worst_loop_gap(convert)
+                rows.append(measured)
     return rows
+
+
+def _row(
+    size: str, image_format: str, quality: int | None, what: str, data: bytes, repeats: int
+) -> dict[str, Any]:
+    return {
+        "size": size,
+        "format": image_format,
+        "quality": quality,
+        "what": what,
+        "bytes": len(data),
+        "seconds": None,
+        "ms_per_megapixel": None,
+        "loop_gap_seconds": None,
+        "header_seconds": _median_seconds(lambda: image_dimensions(data), repeats * 20),
+    }
 
 
 def _what(image_format: str, quality: int) -> str:
@@ -195,18 +190,24 @@ def run(argv: Sequence[str] | None, repeats: int) -> dict[str, Any]:
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [
-        "| Size | Output | Conversion | Bytes per image | Time | Time per megapixel "
-        "| Worst event-loop stall meanwhile |",
-        "|---|---|---|---|---|---|---|",
+        "| Size | Output | Conversion | Bytes per image | Conversion time | Per megapixel "
+        "| Worst event-loop stall meanwhile | Size read from the header |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        gap = row.get("loop_gap_seconds")
         lines.append(
             f"| {row['size']} | {row['format']} | {row['what']} | {row['bytes'] / 1024:,.0f} KiB "
-            f"| {row['seconds'] * 1000:.2f} ms | {row['ms_per_megapixel']:.2f} ms "
-            f"| {'—' if gap is None else f'{gap * 1000:.1f} ms'} |"
+            f"| {_ms(row['seconds'])} | {_ms(row['ms_per_megapixel'], 1000)} "
+            f"| {_ms(row['loop_gap_seconds'], digits=1)} | {_ms(row['header_seconds'], digits=3)} |"
         )
     return "\n".join(lines)
+
+
+def _ms(seconds: float | None, scale: float = 1.0, digits: int = 0) -> str:
+    """Milliseconds (`scale` 1000: the value is already in them); a dash when not measured."""
+    if seconds is None:
+        return "—"
+    return f"{seconds * 1000 / scale:,.{digits}f} ms"
 
 
 def section(results: Mapping[str, Any]) -> str:
@@ -224,12 +225,13 @@ def section(results: Mapping[str, Any]) -> str:
             "`bench/formats.py` (gradients, soft shapes, blurred noise at three scales and a "
             "little grain), not the fake upstream's flat gradients, which every encoder "
             "squeezes to almost nothing; real generations may compress better or worse. The "
-            "first row of each size is the PNG as SiliconFlow sends it, and the only work the "
-            "service does on the event loop when no conversion is asked: reading its size from "
-            f"the header. Times are medians of {results['repeats']} runs. The last column is "
-            "the longest an event loop in the same process stalled while one conversion ran in "
-            "a thread, as in the service: Pillow's codecs release the GIL, so the loop goes on "
-            "serving other requests (CPython switches threads every 5 ms).",
+            "first row of each size is the PNG as SiliconFlow sends it. Times are medians of "
+            f"{results['repeats']} runs. *Worst event-loop stall* is the longest an event loop "
+            "in the same process stalled while one conversion ran in a thread, as in the "
+            "service: Pillow's codecs release the GIL, so the loop goes on serving other "
+            "requests (CPython switches threads every 5 ms). *Size read from the header* is "
+            "the only work done on the event loop for an image kept as it came (to report an "
+            "edit's `size`).",
             "",
             f"From a real run on {results['date']}: `{results['command']}` on "
             f"{machine_['cpu']} (`nproc` {machine_['nproc']}, Linux {machine_['kernel']}), "
