@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from pathlib import Path
 
 import httpx
 import openai
@@ -347,7 +346,7 @@ async def test_an_undecodable_image_is_a_bad_upstream_response(fake, tmp_path):
     assert list((tmp_path / "images").rglob("*.*")) == []
 
 
-def test_the_openai_sdk_gets_webp(start: StartProxy, tmp_path: Path):
+def test_the_openai_sdk_gets_webp(start: StartProxy):
     proxy = start()
     with openai.OpenAI(base_url=proxy.api_base, api_key="unused", max_retries=0) as client:
         result = client.images.generate(
