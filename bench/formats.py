@@ -98,11 +98,12 @@ def _median_seconds(work: Any, repeats: int) -> float:
     return statistics.median(timings)
 
 
-def worst_loop_gap(work: Callable[[], object]) -> float:
-    """Seconds of the longest stall of an event loop while `work` runs in a thread, as the
-    service runs a conversion: Pillow's codecs release the GIL, so stalls stay short."""
+def in_a_thread(work: Callable[[], object]) -> tuple[float, float]:
+    """Seconds `work` takes in a worker thread, as the service runs a conversion, and the
+    longest an event loop in the same process stalled meanwhile (it ticks every millisecond):
+    Pillow's codecs release the GIL, so the loop goes on."""
 
-    async def probe() -> float:
+    async def probe() -> tuple[float, float]:
         done = asyncio.Event()
         worst = 0.0
 
@@ -114,10 +115,12 @@ def worst_loop_gap(work: Callable[[], object]) -> float:
                 worst = max(worst, time.perf_counter() - started - 0.001)
 
         ticking = asyncio.create_task(tick())
+        started = time.perf_counter()
         await asyncio.to_thread(work)
+        elapsed = time.perf_counter() - started
         done.set()
         await ticking
-        return worst
+        return elapsed, worst
 
     return asyncio.run(probe())
 
@@ -145,10 +148,12 @@ def measure(sizes: Sequence[tuple[int, int]] = SIZES, repeats: int = 5) -> list[
                 shown_quality = quality if lossy else None
                 what = _what(image_format, quality)
                 measured = _row(size, image_format, shown_quality, what, data, repeats)
-                seconds = _median_seconds(convert, repeats)
+                # Medians: the machines are shared, and a single run can meet another tenant.
+                runs = [in_a_thread(convert) for _ in range(repeats)]
+                seconds = statistics.median(elapsed for elapsed, _ in runs)
                 measured["seconds"] = seconds
                 measured["ms_per_megapixel"] = seconds * 1000 / megapixels
-                measured["loop_gap_seconds"] = worst_loop_gap(convert)
+                measured["loop_gap_seconds"] = statistics.median(gap for _, gap in runs)
                 rows.append(measured)
     return rows
 
@@ -225,16 +230,19 @@ def section(results: Mapping[str, Any]) -> str:
             "`bench/formats.py` (gradients, soft shapes, blurred noise at three scales and a "
             "little grain), not the fake upstream's flat gradients, which every encoder "
             "squeezes to almost nothing; real generations may compress better or worse. The "
-            "first row of each size is the PNG as SiliconFlow sends it. Times are medians of "
-            f"{results['repeats']} runs. *Worst event-loop stall* is the longest an event loop "
-            "in the same process stalled while one conversion ran in a thread, as in the "
-            "service: Pillow's codecs release the GIL, so the loop goes on serving other "
-            "requests (CPython switches threads every 5 ms). *Size read from the header* is "
+            "first row of each size is the PNG as SiliconFlow sends it. Each conversion runs in "
+            "a worker thread, as in the service, beside an event loop that ticks every "
+            "millisecond: *worst event-loop stall* is the longest that loop waited. Pillow's "
+            "codecs release the GIL, so the loop goes on serving other requests (CPython "
+            "switches threads every 5 ms). Both are medians over "
+            f"{results['repeats']} runs. *Size read from the header* is "
             "the only work done on the event loop for an image kept as it came (to report an "
             "edit's `size`).",
             "",
             f"From a real run on {results['date']}: `{results['command']}` on "
-            f"{machine_['cpu']} (`nproc` {machine_['nproc']}, Linux {machine_['kernel']}), "
+            f"{machine_['cpu']} (`nproc` {machine_['nproc']}, Linux {machine_['kernel']}, "
+            f"load average {' / '.join(str(v) for v in machine_.get('load_average', []))} at "
+            "the start, from other tenants), "
             f"Pillow {results['versions']['pillow']}, Python {results['versions']['python']}.",
             "",
             markdown_table(results["rows"]),

@@ -41,7 +41,12 @@ def test_the_section_replaces_only_itself():
     results = {
         "date": "2026-12-01 12:00 UTC",
         "command": "python -m bench.formats",
-        "machine": {"cpu": "Test CPU", "nproc": 2, "kernel": "6.0"},
+        "machine": {
+            "cpu": "Test CPU",
+            "nproc": 2,
+            "kernel": "6.0",
+            "load_average": [0.5, 1.0, 1.5],
+        },
         "versions": {"pillow": "13.0.0", "python": "3.11.7"},
         "repeats": 1,
         "rows": measure(sizes=((32, 32),), repeats=1),
