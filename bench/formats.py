@@ -225,7 +225,7 @@ def section(results: Mapping[str, Any]) -> str:
             "",
             "What `output_format` (and `IMAGE_FORMAT`) costs per image: the converted file's "
             "size, and the time `sfproxy.images.convert_image` takes (decode the PNG, encode the "
-            "asked format), which the service spends in a worker thread, off the event loop. "
+            "asked format). "
             "The images are photo-like test pictures drawn deterministically by "
             "`bench/formats.py` (gradients, soft shapes, blurred noise at three scales and a "
             "little grain), not the fake upstream's flat gradients, which every encoder "
@@ -279,13 +279,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"replace the section in {DOCS.relative_to(REPO)}",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="PATH",
+        help="measure nothing: print the table (and --write-docs) from a saved run",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         print("bench.formats: --repeats must be at least 1", file=sys.stderr)
         return 2
-    results = run(list(argv) if argv is not None else sys.argv[1:], args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text())
+    else:
+        results = run(list(argv) if argv is not None else sys.argv[1:], args.repeats)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown_table(results["rows"]))
     if args.write_docs:
         page = DOCS.read_text() if DOCS.exists() else ""
