@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .formats import saved_section
 from .report import Check, checks, summary
 from .table import markdown_table, rows
 
@@ -75,6 +76,7 @@ python -m bench --quick                 # shorter runs, fewer concurrencies
 python -m bench --scenarios latency,held
 python -m bench --write-docs            # run, then rewrite this page from the results
 python -m bench --from-json bench/results/latest.json --write-docs   # rewrite only
+python -m bench.formats --write-docs    # only the output-format figures (seconds, no servers)
 ```
 
 Results go to `bench/results/latest.json` (every raw figure) and
@@ -172,6 +174,7 @@ def render(
     results: Mapping[str, Any],
     plot_relative: str | None,
     baseline: Mapping[str, Any] | None = None,
+    formats: str | None = None,
 ) -> str:
     machine = results["machine"]
     parts = [
@@ -193,6 +196,9 @@ def render(
         ]
     if baseline is not None:
         parts += [_CHANGES, before_after(baseline, results), "", _MISSED]
+    if formats is not None:
+        # `python -m bench.formats` measures this part on its own; its last run is kept.
+        parts += [formats, ""]
     return "\n".join(parts)
 
 
@@ -206,7 +212,7 @@ def write_docs(
     if plot is not None and plot.exists():
         relative = _relative(plot, path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results, relative, baseline))
+    path.write_text(render(results, relative, baseline, saved_section()))
     return path
 
 

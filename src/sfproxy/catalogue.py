@@ -14,7 +14,7 @@ import math
 import re
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -33,6 +33,8 @@ _RATIO = re.compile(r"^\s*(\d{1,4}(?:\.\d{1,3})?)\s*:\s*(\d{1,4}(?:\.\d{1,3})?)\
 _PASSTHROUGH_AREA = 1024 * 1024
 
 SizeText = Annotated[str, Field(pattern=r"^\d{2,5}x\d{2,5}$")]
+# The `output_format` names (protocol.OutputFormat, which imports this module).
+ImageFormatName = Literal["png", "jpeg", "webp"]
 
 
 class ModelSpec(BaseModel):
@@ -52,6 +54,9 @@ class ModelSpec(BaseModel):
     min_images: int = Field(default=0, ge=0, le=3)
     max_images: int | None = Field(default=None, ge=0, le=3)
     params: frozenset[str] | None = None
+    # The formats the model makes itself when sent `output_format` (SiliconFlow's FLUX.2):
+    # a request for one of them is passed through instead of converted here.
+    output_formats: tuple[ImageFormatName, ...] | None = None
 
     @field_validator("params")
     @classmethod
@@ -77,6 +82,10 @@ class ModelSpec(BaseModel):
     def accepts(self, param: str) -> bool:
         return self.params is None or param in self.params
 
+    def makes(self, image_format: str) -> bool:
+        """Whether the model itself answers `output_format: image_format`."""
+        return self.output_formats is not None and image_format in self.output_formats
+
     def public_fields(self) -> dict[str, Any]:
         """The capability fields `/v1/models` shows (unknown ones left out)."""
         shown: dict[str, Any] = {}
@@ -92,6 +101,8 @@ class ModelSpec(BaseModel):
         shown["takes_image_size"] = self.takes_image_size
         if self.params is not None:
             shown["params"] = sorted(self.params)
+        if self.output_formats is not None:
+            shown["output_formats"] = list(self.output_formats)
         return shown
 
 

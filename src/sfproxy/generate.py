@@ -1,8 +1,9 @@
 """Making the images of a plan: upstream calls, their retries, and keeping what they made.
 
 A `Plan` (see `corridor.py`) is run as its upstream calls (batched where the model allows),
-concurrently up to `PARALLEL_CALLS`; each resulting image is downloaded once and put in the
-image store. Calls that fail are reported beside the images that succeeded.
+concurrently up to `PARALLEL_CALLS`; each resulting image is downloaded once, converted to the
+asked `output_format` (or `IMAGE_FORMAT`) unless the model made that format itself, and put in
+the image store. Calls that fail are reported beside the images that succeeded.
 
 Money is decided here, call by call: a generation is tried again only when the failure proves
 nothing was made (`RetryPolicy.allows`), never past the request's deadline, and never once
@@ -22,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .catalogue import Catalogue, ModelSpec, fit_size
-from .errors import ImageStoreError, ProxyError, UpstreamError
+from .errors import (
+    ImageStoreError,
+    InvalidRequestError,
+    ProxyError,
+    UpstreamError,
+)
+from .formats import OutputFormats
 from .plan import INPUT_IMAGE_FIELDS, MAX_SEED, ImageJob, Plan
 from .retries import MAX_RETRY_WAIT
 from .siliconflow import SiliconFlowClient, UpstreamImages
@@ -39,6 +46,16 @@ class GeneratedImage:
     # Its name in the image store, or SiliconFlow's own URL when nothing is kept.
     name: str | None = None
     upstream_url: str | None = None
+    # From the image's header, when its bytes are at hand.
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def size(self) -> str | None:
+        """WIDTHxHEIGHT, when known."""
+        if self.width is None or self.height is None:
+            return None
+        return f"{self.width}x{self.height}"
 
 
 @dataclass(slots=True)
@@ -174,11 +191,14 @@ class ImageGenerator:
         pacer: Pacer | None = None,
         observer: Observer | None = None,
         random_seed: Callable[[], int] = lambda: random.randint(0, MAX_SEED),
+        formats: OutputFormats | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.catalogue = catalogue
         self.parallel_calls = parallel_calls
+        # IMAGE_FORMAT and IMAGE_COMPRESSION: for requests that ask for no format or quality.
+        self.formats = formats or OutputFormats()
         self.pacer: Pacer = pacer or _Unpaced()
         self.observer: Observer = observer or _Unobserved()
         self._random_seed = random_seed
@@ -195,6 +215,24 @@ class ImageGenerator:
                 payload[param] = value
         for name, image in zip(INPUT_IMAGE_FIELDS, job.images, strict=False):
             payload[name] = image
+        wanted = self.formats.wanted(job)
+        if wanted is not None and spec.makes(wanted):
+            payload["output_format"] = wanted
+        elif (
+            job.output_format is not None
+            and job.response_format == "url"
+            and not self.store.keeps_images
+        ):
+            # Without a store a url answer is SiliconFlow's own link, which cannot point at
+            # converted bytes; answering b64_json instead would break a client reading `url`.
+            raise InvalidRequestError(
+                f"output_format '{job.output_format}' with response_format 'url' needs the "
+                f"image store, and IMAGE_STORE is off: {job.model} cannot make "
+                f"{job.output_format} itself. Ask for response_format 'b64_json', or send no "
+                "output_format.",
+                param="output_format",
+                code="output_format_needs_image_store",
+            )
         return payload, size
 
     def calls_for(self, plan: Plan, deadline: float, progress: Progress | None = None) -> Calls:
@@ -242,7 +280,8 @@ class ImageGenerator:
         self.observer.generated(job.model, len(images))
         return Generation(
             model=job.model,
-            size=plan.size,
+            # Edit models size from their input, so the plan has no size: the image tells it.
+            size=plan.size or images[0].size,
             images=images,
             requested=plan.requested,
             calls=len(plan.batches),
@@ -329,7 +368,10 @@ class ImageGenerator:
             return GeneratedImage(seed=seed, upstream_url=url)
         with clock.measure():
             data, media_type = await self.client.download(url, model=job.model)
+        data, media_type, dimensions = await self.formats.apply(data, media_type, job)
         image = GeneratedImage(seed=seed, media_type=media_type, data=data)
+        if dimensions is not None:
+            image.width, image.height = dimensions
         if self.store.keeps_images:
             try:
                 image.name = await self.store.put(data, media_type)

@@ -1,4 +1,4 @@
-"""Image bytes: what format they are, data URIs, and conversion for clients that need PNG.
+"""Image bytes: what format they are, data URIs, and conversion between PNG, JPEG and WebP.
 
 Every image decoded here is opened lazily and its pixel count, read from the header, checked
 before any pixel is decoded: a 100 KB file can claim 12000x12000 pixels (a decompression bomb).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import io
+from dataclasses import dataclass
 
 import orjson
 import pybase64
@@ -24,6 +25,16 @@ EXTENSIONS = {
     "image/gif": "gif",
 }
 MEDIA_TYPES = {ext: media for media, ext in EXTENSIONS.items()} | {"jpeg": "image/jpeg"}
+# What `output_format` names, by its OpenAI spelling, and Pillow's name for each.
+FORMAT_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_PILLOW_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+# The formats `output_compression` (a quality) applies to.
+LOSSY_MEDIA_TYPES = ("image/jpeg", "image/webp")
+# The JPEG/WebP quality when nobody asked for one (IMAGE_COMPRESSION's default). OpenAI's is
+# 100, but a JPEG at 100 is about twice the bytes of one at 90 for no difference anyone sees.
+DEFAULT_QUALITY = 90
+# JPEG has no alpha: transparent pixels become this colour.
+JPEG_BACKGROUND = (255, 255, 255)
 # The default of MAX_INPUT_PIXELS, and the bound on images SiliconFlow sends back (its largest
 # are under 2 Mpx); an RGBA image this large is 160 MB decoded.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -134,17 +145,71 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     return image
 
 
-def convert_to_png(data: bytes, *, max_pixels: int) -> bytes:
-    """The first frame re-encoded as PNG (CPU work: call it off the event loop)."""
+def image_dimensions(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Width and height from the header alone (no pixel is decoded); ImageError if unreadable."""
+    with open_image(data, max_pixels=max_pixels) as opened:
+        return opened.size
+
+
+@dataclass(frozen=True, slots=True)
+class Converted:
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+
+
+def convert_image(
+    data: bytes, media_type: str, *, max_pixels: int, quality: int = DEFAULT_QUALITY
+) -> Converted:
+    """The first frame re-encoded as `media_type` (PNG, JPEG or WebP).
+
+    CPU work: call it off the event loop. `quality` (0 to 100) applies to JPEG and WebP; PNG is
+    lossless and ignores it. JPEG has no alpha channel, so transparency is flattened onto
+    `JPEG_BACKGROUND`; PNG and WebP keep it.
+    """
+    pillow_format = _PILLOW_FORMATS[media_type]
     with open_image(data, max_pixels=max_pixels) as opened:
         try:
             # load() decodes the current frame only: the first, as nothing has seeked.
             opened.load()
-            image = (
-                opened if opened.mode in ("RGB", "RGBA", "L", "LA", "P") else opened.convert("RGBA")
-            )
+            image = _in_mode_for(opened, pillow_format)
+            options: dict[str, object] = {}
+            if pillow_format != "PNG":
+                options["quality"] = quality
+            # The colour profile keeps colours as the model made them (P3 and the like).
+            if icc_profile := opened.info.get("icc_profile"):
+                options["icc_profile"] = icc_profile
             out = io.BytesIO()
-            image.save(out, format="PNG")
-            return out.getvalue()
+            image.save(out, format=pillow_format, **options)
+            width, height = image.size
+            return Converted(out.getvalue(), media_type, width, height)
         except Exception as exc:
             raise ImageError(f"not a readable image: {exc}") from None
+
+
+def convert_to_png(data: bytes, *, max_pixels: int) -> bytes:
+    """The first frame re-encoded as PNG (CPU work: call it off the event loop)."""
+    return convert_image(data, "image/png", max_pixels=max_pixels).data
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+
+
+def _in_mode_for(image: Image.Image, pillow_format: str) -> Image.Image:
+    """The image in a mode the format can store, converted only when it must be."""
+    if pillow_format == "PNG":
+        return image if image.mode in ("RGB", "RGBA", "L", "LA", "P") else image.convert("RGBA")
+    if pillow_format == "JPEG":
+        if _has_alpha(image):
+            rgba = image.convert("RGBA")
+            flat = Image.new("RGB", rgba.size, JPEG_BACKGROUND)
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            return flat
+        return image if image.mode in ("RGB", "L") else image.convert("RGB")
+    # WebP stores RGB or RGBA only.
+    wanted = "RGBA" if _has_alpha(image) else "RGB"
+    return image if image.mode == wanted else image.convert(wanted)

@@ -13,6 +13,7 @@ from .auth import ClientKeys
 from .catalogue import Catalogue
 from .corridor import Corridor
 from .errors import ImageStoreError
+from .formats import OutputFormats
 from .generate import ImageGenerator
 from .inputs import InputImages
 from .limits import ClientLimits, WindowCounter, make_counter
@@ -106,6 +107,10 @@ class Services:
                 parallel_calls=settings.parallel_calls,
                 pacer=pacer,
                 observer=_GenerationMetrics(metrics),
+                formats=OutputFormats(
+                    default=None if settings.image_format == "keep" else settings.image_format,
+                    quality=settings.image_compression,
+                ),
             )
             limits = ClientLimits(
                 counter,

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .aliases import parse_aliases
 from .catalogue import Catalogue, ModelSpec
+from .images import DEFAULT_QUALITY
 
 _SPLIT = re.compile(r"[\s,]+")
 _MODEL_ENTRIES: TypeAdapter[list[ModelSpec | str]] = TypeAdapter(list[ModelSpec | str])
@@ -120,6 +121,10 @@ class Settings(BaseSettings):
     image_dir: Path = Path("./data/images")
     image_public_base_url: str | None = None
     image_retention_days: float | None = Field(default=None, gt=0)
+    # The format of answered images when a request names no `output_format` (keep: as
+    # SiliconFlow made them), and the JPEG/WebP quality when it names no `output_compression`.
+    image_format: Literal["keep", "png", "jpeg", "webp"] = "keep"
+    image_compression: int = Field(default=DEFAULT_QUALITY, ge=0, le=100)
     s3_endpoint_url: str | None = Field(
         default=None, validation_alias=AliasChoices("s3_endpoint_url", "aws_endpoint_url")
     )
@@ -218,6 +223,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("image_format", mode="before")
+    @classmethod
+    def _format_name(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.strip().lower()
+        return "jpeg" if value == "jpg" else value or "keep"
 
     @field_validator("image_store")
     @classmethod

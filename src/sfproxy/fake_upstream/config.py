@@ -26,6 +26,9 @@ class ModelRule:
     sizes_from_input: bool = False
     # Only Kolors honours `batch_size`; the others return one image whatever it says.
     honours_batch_size: bool = False
+    # The `output_format` values the model takes (FLUX.2: png, jpeg). Other models refuse it
+    # here, so a test sees the proxy send it only to the models that take it.
+    output_formats: tuple[ImageFormat, ...] = ()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelRule:
@@ -36,6 +39,11 @@ class ModelRule:
         values = dict(data)
         if "image_fields" in values:
             values["image_fields"] = tuple(values["image_fields"])
+        if "output_formats" in values:
+            formats = tuple(values["output_formats"])
+            if unknown_formats := set(formats) - set(IMAGE_FORMATS):
+                raise ValueError(f"unknown output_formats: {sorted(unknown_formats)}")
+            values["output_formats"] = formats
         if "default_size" in values:
             width, height = values["default_size"]
             values["default_size"] = (int(width), int(height))

@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
-FaultKind = Literal["status", "hang", "drop", "malformed", "no_images", "expired_images"]
+FaultKind = Literal["status", "hang", "drop", "malformed", "corrupt", "no_images", "expired_images"]
 FaultTarget = Literal["generate", "download"]
 
 _KINDS_BY_TARGET: dict[str, frozenset[str]] = {
-    "generate": frozenset(get_args(FaultKind)),
-    # Downloads have no JSON to empty, and `malformed` there means a truncated image.
-    "download": frozenset({"status", "hang", "drop", "malformed"}),
+    "generate": frozenset(get_args(FaultKind)) - {"corrupt"},
+    # Downloads have no JSON to empty, and `malformed` there means a truncated image;
+    # `corrupt`, an image whole in its structure whose pixels no decoder can read.
+    "download": frozenset({"status", "hang", "drop", "malformed", "corrupt"}),
 }
 _PARAMS: dict[str, frozenset[str]] = {
     "status": frozenset({"status", "message", "body", "retry_after"}),

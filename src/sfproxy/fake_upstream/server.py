@@ -189,7 +189,7 @@ class _Api:
         self, request: web.Request, recorded: RecordedRequest
     ) -> web.StreamResponse | None:
         """None means: drop the connection without answering."""
-        truncated = False
+        truncated = corrupt = False
         fault = self._take_fault("download")
         if fault is not None:
             recorded.fault = fault.kind
@@ -200,6 +200,7 @@ class _Api:
             if fault.kind == "hang" and not await self._pause(fault.params["seconds"]):
                 return None
             truncated = fault.kind == "malformed"
+            corrupt = fault.kind == "corrupt"
         if not await self._pause(self._state.config.download_latency):
             return None
 
@@ -211,6 +212,8 @@ class _Api:
             # A complete HTTP response whose image is cut short: only a decoder notices.
             whole = stored.image.to_bytes()
             parts = (whole[: len(whole) // 2],)
+        elif corrupt:
+            parts = (_corrupted(stored.image.to_bytes()),)
         response = web.StreamResponse(headers={"Content-Type": stored.image.content_type})
         response.content_length = sum(len(part) for part in parts)
         await response.prepare(request)
@@ -257,7 +260,7 @@ class _Api:
                         height,
                         generation.prompt,
                         image_seed,
-                        config.image_format,
+                        generation.image_format or config.image_format,
                         config.image_min_bytes,
                     )
                     for image_seed in seeds
@@ -283,6 +286,13 @@ def _drop(request: web.Request) -> web.StreamResponse:
     if request.transport is not None:
         request.transport.close()
     return web.Response(status=499)
+
+
+def _corrupted(whole: bytes) -> bytes:
+    """The file with its middle zeroed: signature, end marker and length stay as they were, so
+    only decoding it shows the damage."""
+    keep = min(64, len(whole) // 4)
+    return whole[:keep] + bytes(len(whole) - 2 * keep) + whole[len(whole) - keep :]
 
 
 def _random_seed() -> int:

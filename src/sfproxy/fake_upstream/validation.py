@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image
 
 from .config import ModelRule
+from .images import ImageFormat
 
 UNKNOWN_MODEL_CODE = 20012
 INVALID_PARAMETER_CODE = 20015
@@ -41,6 +42,8 @@ class Generation:
     count: int
     width: int
     height: int
+    # What the request asked the model to make (None: the fake's configured format).
+    image_format: ImageFormat | None = None
 
 
 def check_generation(body: Any, models: Mapping[str, ModelRule]) -> Generation:
@@ -78,7 +81,21 @@ def check_generation(body: Any, models: Mapping[str, ModelRule]) -> Generation:
         width, height = _image_size(body) or rule.default_size
 
     count = (batch_size or 1) if rule.honours_batch_size else 1
-    return Generation(model, prompt, seed, count, width, height)
+    return Generation(model, prompt, seed, count, width, height, _output_format(body, rule))
+
+
+def _output_format(body: Mapping[str, Any], rule: ModelRule) -> ImageFormat | None:
+    value = body.get("output_format")
+    if value is None:
+        return None
+    if not rule.output_formats:
+        raise InvalidRequest("Invalid parameter output_format: this model does not take it")
+    for image_format in rule.output_formats:
+        if value == image_format:
+            return image_format
+    raise InvalidRequest(
+        f"Invalid parameter output_format: must be one of {', '.join(rule.output_formats)}"
+    )
 
 
 def _integer(body: Mapping[str, Any], name: str, low: int, high: int) -> int | None:

@@ -13,13 +13,11 @@ openai-node both raise as `APIError`.
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import orjson
-from PIL import Image, UnidentifiedImageError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -94,7 +92,7 @@ class ImageStream:
             "type": self.event_type,
             "b64_json": b64_json_fragment(data),
             "created_at": int(time.time()),
-            "size": size or _dimensions(data) or "auto",
+            "size": image.size or size or "auto",
             "quality": self.quality,
             "background": self.background,
             "output_format": OUTPUT_FORMATS.get(
@@ -156,13 +154,3 @@ def _shortfall(generation: Generation) -> dict[str, Any]:
         f"{len(generation.images)} of {generation.requested} images were sent: {first.message}"
     )
     return envelope
-
-
-def _dimensions(data: bytes) -> str | None:
-    """WIDTHxHEIGHT from the image's header (Pillow reads no pixels to tell)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
-        return None
-    return f"{width}x{height}"
