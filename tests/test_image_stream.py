@@ -219,7 +219,9 @@ async def test_a_stream_open_when_the_server_closes_ends_with_an_error():
 async def test_each_image_is_counted_delivered_once_its_line_is_sent():
     job = ImageJob(model="m", prompt="p", output_format="webp")
     stream = ImageStream("image_edit.completed", job)
-    images = [GeneratedImage(seed=1, media_type="image/png", data=PNG)] * 2
+    # Its size as generate.py reads it from the header when the image is kept.
+    image = GeneratedImage(seed=1, media_type="image/png", data=PNG, width=80, height=60)
+    images = [image] * 2
     generation = Generation(model="m", size=None, images=images, requested=2, calls=2)
 
     async def work() -> Generation:
