@@ -89,7 +89,7 @@ def test_ai_sdk_multipart_edit_without_response_format_gets_b64_json(proxy, fake
     assert fake.requests[-1].body["model"] == "Qwen/Qwen-Image-Edit"
 
 
-def test_librechat_generation_gets_b64_json(client, fake):
+def test_librechat_generation_gets_webp_bytes_in_b64_json(client, fake):
     # LibreChat's image tool (api/app/clients/tools/structured/OpenAIImageTools.js), through
     # openai-node: these fields, no response_format; it reads data[0].b64_json only.
     result = client.images.generate(
@@ -103,8 +103,10 @@ def test_librechat_generation_gets_b64_json(client, fake):
         size="auto",
     )
     assert result.data[0].url is None
-    assert result.data[0].b64_json
-    assert base64.b64decode(result.data[0].b64_json)
+    data = base64.b64decode(result.data[0].b64_json or "")
+    assert data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    assert Image.open(io.BytesIO(data)).format == "WEBP"
+    assert result.output_format == "webp"
     assert fake.requests[-1].body["model"] == "Qwen/Qwen-Image"
 
 
