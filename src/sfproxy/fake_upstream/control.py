@@ -3,13 +3,15 @@ process. Unauthenticated, which is why the fake only ever binds loopback."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from .responses import json_response
-from .state import FakeState
+
+if TYPE_CHECKING:
+    from .state import FakeState
 
 CONTROL_PREFIX = "/_fake"
 _FAULT_FIELDS = ("kind", "count", "target", "params")
@@ -41,10 +43,10 @@ class _Control:
 
     async def add_fault(self, request: web.Request) -> web.Response:
         """Body: {"kind", "count"?, "target"?, "params"?}; other top-level keys join params."""
-        data = await _json_object(request)
+        data = await json_object(request)
         params = data.get("params") or {}
         if not isinstance(params, dict):
-            raise _bad("params must be a JSON object")
+            raise control_error("params must be a JSON object")
         params = {**params, **{k: v for k, v in data.items() if k not in _FAULT_FIELDS}}
         try:
             fault = self._state.add_fault(
@@ -54,7 +56,7 @@ class _Control:
                 **params,
             )
         except (ValueError, TypeError) as error:
-            raise _bad(str(error)) from None
+            raise control_error(str(error)) from None
         return json_response(fault.to_json(), status=201)
 
     async def clear_faults(self, request: web.Request) -> web.Response:
@@ -79,11 +81,11 @@ class _Control:
         return json_response(self._state.config_json())
 
     async def put_config(self, request: web.Request) -> web.Response:
-        changes = await _json_object(request)
+        changes = await json_object(request)
         try:
             return json_response(self._state.apply_config_json(changes))
         except (ValueError, TypeError) as error:
-            raise _bad(str(error)) from None
+            raise control_error(str(error)) from None
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return json_response(self._state.stats)
@@ -93,17 +95,17 @@ class _Control:
         return json_response(self._state.stats)
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
+async def json_object(request: web.Request) -> dict[str, Any]:
     try:
         data = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
-        raise _bad("body must be JSON") from None
+        raise control_error("body must be JSON") from None
     if not isinstance(data, dict):
-        raise _bad("body must be a JSON object")
+        raise control_error("body must be a JSON object")
     return data
 
 
-def _bad(message: str) -> web.HTTPBadRequest:
+def control_error(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(
         text=orjson.dumps({"error": message}).decode(), content_type="application/json"
     )

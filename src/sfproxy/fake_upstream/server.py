@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from .accounts import add_account_routes
 from .control import add_control_routes
 from .faults import Fault, FaultTarget
 from .files import new_file_name
@@ -55,6 +56,7 @@ def create_app(
     app.router.add_post(OPENAI_GENERATIONS_PATH, api.generate_openai)
     app.router.add_get("/files/{name}", api.download)
     add_control_routes(app, state)
+    add_account_routes(app, state.accounts)
     return app
 
 
@@ -124,7 +126,8 @@ class _Api:
                 return None
             expired = fault.kind == "expired_images"
 
-        if not self._authorized(request):
+        account = self._state.accounts.authorize(request.headers.get("Authorization"))
+        if account is None:
             return unauthorized()
         if body is _NOT_JSON:
             return bad_request("Invalid request body: not valid JSON")
@@ -133,6 +136,9 @@ class _Api:
             generation = check_generation(body, config.models())
         except InvalidRequest as invalid:
             return bad_request(invalid.message, invalid.code)
+        refusal = self._state.accounts.admit(account, generation.model, generation.count)
+        if refusal is not None:
+            return refusal
         if not await self._pause(config.latency):
             return None
 
@@ -148,7 +154,7 @@ class _Api:
         self, request: web.Request, body: object, recorded: RecordedRequest
     ) -> web.StreamResponse | None:
         """OpenAI's answer shape; no faults, which are queued for the SiliconFlow endpoint."""
-        if not self._authorized(request):
+        if self._state.accounts.authorize(request.headers.get("Authorization")) is None:
             return openai_error(401, "Incorrect API key provided.", code="invalid_api_key")
         if body is _NOT_JSON:
             return openai_error(400, "We could not parse the JSON body of your request.")
@@ -228,12 +234,6 @@ class _Api:
         if fault is not None:
             self._state.count("faults_applied")
         return fault
-
-    def _authorized(self, request: web.Request) -> bool:
-        api_key = self._state.config.api_key
-        if api_key is None:
-            return True
-        return request.headers.get("Authorization") == f"Bearer {api_key}"
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep; False if the server began closing meanwhile."""

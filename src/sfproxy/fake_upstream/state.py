@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from .accounts import FakeAccounts
 from .config import FakeConfig
 from .faults import Fault, FaultQueue, make_fault
 from .files import FileStore
@@ -72,6 +73,7 @@ class FakeState:
         self.config.update(**changes)
         self.faults = FaultQueue()
         self.files = FileStore()
+        self.accounts = FakeAccounts(lambda: self.config.api_key)
         self._lock = threading.Lock()
         self._requests: deque[RecordedRequest] = deque()
         self._downloads: deque[RecordedRequest] = deque()
