@@ -20,6 +20,7 @@ them as OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
         ├── UpstreamRejectedError      400 invalid_request_error    (SiliconFlow said 400)
         ├── UpstreamAuthError          502 upstream_error           (SILICONFLOW_API_KEY refused)
         ├── UpstreamPermissionError    403 permission_error
+        ├── NoUpstreamKeyError         503 upstream_error           (every upstream key is out)
         ├── UpstreamRateLimitError     429 rate_limit_error
         ├── UpstreamServerError        502 upstream_error           (500, 502 and other 5xx)
         ├── UpstreamUnavailableError   503 upstream_error           (503, 504)
@@ -201,6 +202,13 @@ class UpstreamPermissionError(UpstreamError):
     status_code = 403
     error_type = "permission_error"
     default_code = "upstream_permission_denied"
+    # Set when SiliconFlow said the account's balance is spent, not that the model is refused.
+    insufficient_balance: bool = False
+
+
+class NoUpstreamKeyError(UpstreamError):
+    status_code = 503
+    default_code = "no_upstream_key"
 
 
 class UpstreamRateLimitError(UpstreamError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from redis.exceptions import RedisError
@@ -45,6 +45,7 @@ class ModelPacer:
         queue_timeout: float,
         cooldown_seconds: float = 0.0,
         metrics: Metrics | None = None,
+        accounts: Callable[[str], int] | None = None,
     ) -> None:
         self.counter = counter
         self._default = ModelPacing(
@@ -53,6 +54,9 @@ class ModelPacer:
         self._per_model = per_model
         self.queue_timeout = queue_timeout
         self._metrics = metrics
+        # The images-per-minute budget is SiliconFlow's per account: with several accounts
+        # the model can take that many times as much (upstream_keys.py spreads the calls).
+        self._accounts = accounts
         self._slots: dict[str, asyncio.Semaphore] = {}
         self.cooldown_seconds = cooldown_seconds
         # Model -> monotonic time until which it is left alone; 503s in a row per model.
@@ -93,6 +97,8 @@ class ModelPacer:
         max_in_flight, per_minute = self.limits(model)
         if not max_in_flight and not per_minute:
             return NO_WAIT
+        if per_minute and self._accounts is not None:
+            per_minute *= self._accounts(model)
         return self._paced(model, images, max_in_flight, per_minute)
 
     @asynccontextmanager

@@ -24,6 +24,7 @@ from .settings import Settings
 from .siliconflow import SessionFactory, SiliconFlowClient
 from .store import ImageStore, NoImageStore
 from .store.local import LocalImageStore
+from .upstream_keys import KeyPool, site_of
 
 logger = logging.getLogger(__name__)
 
@@ -64,18 +65,7 @@ class Services:
     ) -> AsyncIterator[Services]:
         metrics = metrics or Metrics()
         catalogue = settings.catalogue
-        client = SiliconFlowClient(
-            settings.sf_base,
-            settings.require_upstream_key().get_secret_value(),
-            connect_timeout=settings.upstream_connect_timeout,
-            timeout=settings.upstream_timeout,
-            retry=RetryPolicy(
-                retries=settings.upstream_retries, retry_unsure=settings.upstream_retry_unsure
-            ),
-            max_connections=settings.upstream_max_connections,
-            observer=metrics,
-            session_factory=upstream_session,
-        )
+        settings.require_upstream_key()
         store = make_store(settings)
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         counter = make_counter(redis_url)
@@ -87,11 +77,33 @@ class Services:
             queue_timeout=settings.queue_timeout,
             cooldown_seconds=settings.upstream_cooldown_seconds,
             metrics=metrics,
+            accounts=lambda model: keys.accounts_serving(model),
+        )
+        keys = KeyPool(
+            settings.upstream_keys,
+            site=site_of(settings.sf_base),
+            counter=counter,
+            images_per_minute=lambda model: pacer.limits(model)[1],
+            cooldown_seconds=settings.upstream_key_cooldown_seconds,
+            probe_seconds=settings.upstream_probe_seconds,
+        )
+        client = SiliconFlowClient(
+            settings.sf_base,
+            keys,
+            connect_timeout=settings.upstream_connect_timeout,
+            timeout=settings.upstream_timeout,
+            retry=RetryPolicy(
+                retries=settings.upstream_retries, retry_unsure=settings.upstream_retry_unsure
+            ),
+            max_connections=settings.upstream_max_connections,
+            observer=metrics,
+            session_factory=upstream_session,
         )
         async with AsyncExitStack() as stack:
             stack.push_async_callback(counter.close)
             await client.start()
             stack.push_async_callback(client.close)
+            await keys.start(client.user_info)
             await store.start()
             stack.push_async_callback(store.close)
             background = [asyncio.create_task(metrics.watch_event_loop())]

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     )
 
     siliconflow_api_key: SecretStr | None = None
+    # More keys (comma or whitespace), merged with SILICONFLOW_API_KEY: see upstream_keys.py.
+    siliconflow_api_keys: SecretStr | None = None
+    # How often keys taken out (401, 403, no balance) are probed again with /user/info.
+    upstream_probe_seconds: float = Field(default=300.0, gt=0)
+    # How long an account rests after a 429 that gave no Retry-After.
+    upstream_key_cooldown_seconds: float = Field(default=10.0, ge=0)
     sf_base: str = "https://api.siliconflow.cn/v1"
     provider_label: str = "SiliconFlow"
 
@@ -325,14 +331,24 @@ class Settings(BaseSettings):
     def max_image_bytes(self) -> int:
         return int(self.max_image_mb * 1024 * 1024)
 
+    @cached_property
+    def upstream_keys(self) -> tuple[str, ...]:
+        """SILICONFLOW_API_KEY and SILICONFLOW_API_KEYS, merged in order, each key once."""
+        merged: dict[str, None] = {}
+        for field in (self.siliconflow_api_key, self.siliconflow_api_keys):
+            if field is not None:
+                merged.update(dict.fromkeys(split_list(field.get_secret_value())))
+        return tuple(merged)
+
     def require_upstream_key(self) -> SecretStr:
-        if self.siliconflow_api_key is None or not self.siliconflow_api_key.get_secret_value():
+        """The first upstream key; ConfigError when none is set."""
+        if not self.upstream_keys:
             raise ConfigError(
-                "SILICONFLOW_API_KEY is not set: set it to your SiliconFlow API key "
-                "(https://cloud.siliconflow.cn/account/ak), or run `sfproxy demo` to try the "
-                "service with the built-in fake SiliconFlow."
+                "SILICONFLOW_API_KEY is not set: set it (or SILICONFLOW_API_KEYS, for several) "
+                "to your SiliconFlow API key (https://cloud.siliconflow.cn/account/ak), or run "
+                "`sfproxy demo` to try the service with the built-in fake SiliconFlow."
             )
-        return self.siliconflow_api_key
+        return SecretStr(self.upstream_keys[0])
 
     def describe(self) -> dict[str, Any]:
         """The effective configuration, every secret masked, for `check-config` and logs."""
@@ -345,6 +361,7 @@ class Settings(BaseSettings):
                 "access_token",
                 "access_tokens",
                 "access_keys",
+                "siliconflow_api_keys",
             ):
                 continue
             if isinstance(value, SecretStr):
@@ -352,6 +369,7 @@ class Settings(BaseSettings):
             elif isinstance(value, Path):
                 value = str(value)
             shown[name.upper()] = value
+        shown["upstream keys"] = [mask(key) for key in self.upstream_keys] or "none"
         shown["client keys"] = [mask(key) for key in self.client_keys] or "none (public API)"
         shown["models"] = [spec.id for spec in self.catalogue.listed]
         shown["model aliases"] = {

@@ -37,6 +37,7 @@ from .errors import (
 )
 from .images import looks_complete, sniff_media_type
 from .retries import MAX_RETRY_WAIT, RetryPolicy, retry_after_seconds
+from .upstream_keys import AccountInfo, KeyPool, key_label
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class SiliconFlowClient:
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: str | KeyPool,
         *,
         connect_timeout: float = 10.0,
         timeout: float = 300.0,
@@ -85,7 +86,8 @@ class SiliconFlowClient:
         session_factory: SessionFactory | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
+        # One key or several: each call is made with the key the pool chooses.
+        self.keys = api_key if isinstance(api_key, KeyPool) else KeyPool([api_key])
         self._timeout = aiohttp.ClientTimeout(
             total=timeout, sock_connect=connect_timeout, sock_read=None
         )
@@ -116,6 +118,7 @@ class SiliconFlowClient:
             )
 
     async def close(self) -> None:
+        await self.keys.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -134,16 +137,48 @@ class SiliconFlowClient:
         return self._session
 
     async def generate(self, payload: dict[str, Any]) -> UpstreamImages:
-        """One `POST /images/generations` attempt (the corridor decides about retries)."""
+        """One `POST /images/generations` attempt (the corridor decides about retries).
+
+        A refusal that is the key's own (429, 401, 403) moves the call to another account
+        at once: nothing was made or billed, so this costs none of the corridor's retries.
+        """
         model = str(payload.get("model", ""))
-        started = time.perf_counter()
-        try:
-            result = await self._generate_once(orjson.dumps(payload))
-        except UpstreamError as exc:
-            self._observer.attempt("generate", model, exc.code or "error", _since(started))
-            raise
-        self._observer.attempt("generate", model, "ok", _since(started))
-        return result
+        images = payload.get("batch_size")
+        body = orjson.dumps(payload)
+        # Each failure takes a key (or its account) out of the choice, so this ends.
+        exc: UpstreamError | None = None
+        for _ in range(len(self.keys.keys)):
+            key = await self.keys.choose(model)
+            started = time.perf_counter()
+            try:
+                result = await self._generate_once(body, key.secret)
+            except UpstreamError as failure:
+                exc = failure
+                self._observer.attempt("generate", model, exc.code or "error", _since(started))
+                if not await self.keys.failed(key, model, exc):
+                    raise
+                logger.info("SiliconFlow call for %s moves to another key", model)
+                continue
+            finally:
+                self.keys.release(key)
+            self._observer.attempt("generate", model, "ok", _since(started))
+            await self.keys.spent(key, model, images if isinstance(images, int) else 1)
+            return result
+        # Every key was tried: the pool says why none is left (or, if a probe just brought
+        # one back, the call ends with its last failure, for the corridor to retry).
+        self.keys.release(await self.keys.choose(model))
+        assert exc is not None
+        raise exc
+
+    async def user_info(self, api_key: str) -> AccountInfo:
+        """The account a key belongs to, and its balance (`GET /user/info`)."""
+        url = f"{self.base_url}/user/info"
+        headers = {"Authorization": f"Bearer {api_key}"}
+        async with self._request("GET", url, headers=headers) as response:
+            raw = await self._read(response)
+            if response.status != 200:
+                raise self._error_for(response.status, raw, response.headers, None)
+        return _parse_account(raw)
 
     def note_retry(
         self, kind: str, model: str, exc: UpstreamError, attempt: int, wait: float
@@ -187,10 +222,10 @@ class SiliconFlowClient:
                 self._observer.attempt(kind, model, "ok", _since(started))
                 return result
 
-    async def _generate_once(self, body: bytes) -> UpstreamImages:
+    async def _generate_once(self, body: bytes, api_key: str) -> UpstreamImages:
         url = f"{self.base_url}/images/generations"
         headers = {
-            "Authorization": f"Bearer {self._api_key}",
+            "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",
         }
         async with self._request("POST", url, data=body, headers=headers) as response:
@@ -265,9 +300,11 @@ class SiliconFlowClient:
                 **common,
             )
         if status == 403:
-            return UpstreamPermissionError(
+            refused = UpstreamPermissionError(
                 f"SiliconFlow refused access{detail}: {message}", **common
             )
+            refused.insufficient_balance = _says_balance_is_spent(message)
+            return refused
         if status == 404:
             return UpstreamBadResponseError(
                 f"SiliconFlow answered 404 for {self.base_url}/images/generations: check SF_BASE.",
@@ -296,7 +333,9 @@ class SiliconFlowClient:
         )
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        for key in self.keys.secrets():
+            text = text.replace(key, key_label(key))
+        return text
 
 
 class EnvironmentProxies:
@@ -394,6 +433,30 @@ def _parse_images(raw: bytes, trace_id: str | None) -> UpstreamImages:
         inference_seconds=float(inference) if isinstance(inference, int | float) else None,
         trace_id=trace_id,
     )
+
+
+def _says_balance_is_spent(message: str) -> bool:
+    # SiliconFlow's only sign is its wording (code 30001 also stands for missing verification).
+    lowered = message.lower()
+    return "insufficient" in lowered and "balance" in lowered
+
+
+def _parse_account(raw: bytes) -> AccountInfo:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamBadResponseError("SiliconFlow's /user/info was not JSON.") from None
+    data = body.get("data") if isinstance(body, dict) else None
+    account = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(account, str | int) or isinstance(account, bool) or account == "":
+        raise UpstreamBadResponseError("SiliconFlow's /user/info named no account.")
+    assert isinstance(data, dict)
+    balance = data.get("totalBalance", data.get("balance"))
+    try:
+        amount = float(balance) if isinstance(balance, str | int | float) else None
+    except ValueError:
+        amount = None
+    return AccountInfo(id=str(account), balance=amount)
 
 
 def _error_message(raw: bytes) -> tuple[str, int | None]:

@@ -78,7 +78,7 @@ class ReadinessCache:
 
 async def check_readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {"configuration": "ok"}
-    ready = True
+    ready, checks["upstream_keys"] = services.client.keys.readiness()
     min_free_bytes = int(services.settings.min_free_disk_mb * MB)
     probes: dict[str, Callable[[], Awaitable[None]]] = {
         "image_store": lambda: services.store.check(min_free_bytes=min_free_bytes)

@@ -1,0 +1,406 @@
+"""A pool of SiliconFlow keys, grouped by account, and the choice of a key for each call.
+
+SiliconFlow limits images per account, not per key, so keys are grouped by the account id
+`/user/info` gives at start; keys of one account share its cooldown and budget. Each call goes
+to the account with the most images-per-minute budget left for the model (when a budget is
+set), then the fewest calls in flight, in turn among equals. A 429 cools the account down for
+its `Retry-After`; a 401 takes the key out as invalid; a 403 takes it out for paid models when
+the balance is spent, else for that model. Keys taken out are probed again every
+`UPSTREAM_PROBE_SECONDS` and come back when they work.
+
+With a single key there is nothing to choose between: it is used as it always was, and its
+errors reach the corridor's retries unchanged.
+
+Keys never leave this module except in the Authorization header: logs and answers name them
+by `key_label` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from .errors import (
+    NoUpstreamKeyError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamPermissionError,
+    UpstreamRateLimitError,
+)
+from .limits import MINUTE, MemoryWindows, WindowCounter
+
+logger = logging.getLogger(__name__)
+
+# Free models by site: an account without balance still makes these (siliconflow-api.md).
+FREE_MODELS: dict[str, frozenset[str]] = {
+    "cn": frozenset({"Kwai-Kolors/Kolors"}),
+    "com": frozenset(),
+}
+# `/user/info` at start and on probes: a slow answer must not hold the service's start.
+PROBE_TIMEOUT = 5.0
+INVALID = "invalid"
+NO_BALANCE = "no_balance"
+_REFUSED = "refused:"
+# A budget no account can reach: `acquire` then only records what was spent.
+_UNLIMITED = 1 << 40
+
+
+def site_of(base_url: str) -> str:
+    """`com` for siliconflow.com, else `cn` (the default SF_BASE)."""
+    host = urlsplit(base_url).hostname or ""
+    return "com" if host == "siliconflow.com" or host.endswith(".siliconflow.com") else "cn"
+
+
+def is_free_model(model: str, site: str) -> bool:
+    return model in FREE_MODELS.get(site, frozenset())
+
+
+def key_label(key: str) -> str:
+    """A short name for a key that cannot be turned back into it."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    id: str
+    # `totalBalance`; None when SiliconFlow did not say.
+    balance: float | None
+
+
+# Reads `/user/info` with a key; raises `UpstreamError`.
+UserInfoReader = Callable[[str], Awaitable[AccountInfo]]
+
+
+class PoolState(Protocol):
+    """Cooldowns and removals, which instances sharing Redis would share (memory here)."""
+
+    async def cool_down(self, account: str, seconds: float) -> None: ...
+
+    async def cooling(self) -> dict[str, float]:
+        """Account -> seconds until it is free again."""
+        ...
+
+    async def take_out(self, label: str, reason: str) -> None: ...
+
+    async def put_back(self, label: str, reasons: Sequence[str]) -> None: ...
+
+    async def removals(self) -> dict[str, frozenset[str]]:
+        """Key label -> why it is out."""
+        ...
+
+
+class MemoryPoolState:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._cooling: dict[str, float] = {}
+        self._removals: dict[str, set[str]] = {}
+
+    async def cool_down(self, account: str, seconds: float) -> None:
+        until = self._clock() + seconds
+        self._cooling[account] = max(until, self._cooling.get(account, 0.0))
+
+    async def cooling(self) -> dict[str, float]:
+        now = self._clock()
+        for account in [a for a, until in self._cooling.items() if until <= now]:
+            del self._cooling[account]
+        return {account: until - now for account, until in self._cooling.items()}
+
+    async def take_out(self, label: str, reason: str) -> None:
+        self._removals.setdefault(label, set()).add(reason)
+
+    async def put_back(self, label: str, reasons: Sequence[str]) -> None:
+        held = self._removals.get(label)
+        if held is None:
+            return
+        held.difference_update(reasons)
+        if not held:
+            del self._removals[label]
+
+    async def removals(self) -> dict[str, frozenset[str]]:
+        return {label: frozenset(reasons) for label, reasons in self._removals.items()}
+
+
+@dataclass(slots=True, eq=False)
+class UpstreamKey:
+    secret: str = field(repr=False)
+    label: str
+    # Until `/user/info` names the account, a key is an account of its own.
+    account: str
+    in_flight: int = 0
+
+
+class KeyPool:
+    def __init__(
+        self,
+        keys: Sequence[str],
+        *,
+        site: str = "cn",
+        state: PoolState | None = None,
+        counter: WindowCounter | None = None,
+        images_per_minute: Callable[[str], int] | None = None,
+        cooldown_seconds: float = 10.0,
+        probe_seconds: float = 300.0,
+    ) -> None:
+        if not keys:
+            raise ValueError("a key pool needs at least one key")
+        self.keys = [UpstreamKey(k, key_label(k), key_label(k)) for k in dict.fromkeys(keys)]
+        self.site = site
+        self.state: PoolState = state or MemoryPoolState()
+        self._counter = counter or MemoryWindows()
+        self._budget = images_per_minute or (lambda model: 0)
+        self.cooldown_seconds = cooldown_seconds
+        self.probe_seconds = probe_seconds
+        self._reader: UserInfoReader | None = None
+        self._turn = 0
+        # The last removals seen, for what must answer without awaiting (the pacer, /readyz).
+        self._seen_removals: dict[str, frozenset[str]] = {}
+        self._probing: asyncio.Task[None] | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether there are keys to choose between (one key is used as it always was)."""
+        return len(self.keys) > 1
+
+    def secrets(self) -> list[str]:
+        return [key.secret for key in self.keys]
+
+    async def start(self, reader: UserInfoReader) -> None:
+        """Group the keys by account, then re-probe the ones taken out, until `close`."""
+        if not self.shared:
+            return
+        self._reader = reader
+        await self.probe(self.keys)
+        accounts = {key.account for key in self.keys}
+        logger.info(
+            "SiliconFlow keys: %d in %d account(s)%s",
+            len(self.keys),
+            len(accounts),
+            self._removal_summary(),
+        )
+        self._probing = asyncio.create_task(self._probe_periodically())
+
+    async def close(self) -> None:
+        if self._probing is not None:
+            self._probing.cancel()
+            self._probing = None
+
+    async def _probe_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_seconds)
+            await self.probe_now()
+
+    async def probe_now(self) -> None:
+        """Probe every key taken out (or whose account is unknown) with `/user/info` now."""
+        removals = await self.state.removals()
+        await self.probe([k for k in self.keys if k.label in removals or k.account == k.label])
+
+    async def probe(self, keys: Sequence[UpstreamKey]) -> None:
+        if self._reader is not None and keys:
+            await asyncio.gather(*(self._probe(key, self._reader) for key in keys))
+            self._seen_removals = await self.state.removals()
+
+    async def _probe(self, key: UpstreamKey, reader: UserInfoReader) -> None:
+        try:
+            info = await asyncio.wait_for(reader(key.secret), PROBE_TIMEOUT)
+        except UpstreamAuthError:
+            await self._take_out(key, INVALID, "SiliconFlow refused it (401)")
+            return
+        except (UpstreamError, TimeoutError) as exc:
+            # Unreadable for now: it keeps serving as an account of its own until a probe works.
+            message = exc.message if isinstance(exc, UpstreamError) else "no answer"
+            logger.warning("SiliconFlow /user/info for %s failed: %s", key.label, message)
+            return
+        key.account = info.id
+        held = (await self.state.removals()).get(key.label, frozenset())
+        # A model refused before is tried again: nothing in /user/info says it still is.
+        back = [INVALID, *(reason for reason in held if reason.startswith(_REFUSED))]
+        if info.balance is not None and info.balance <= 0:
+            await self.state.take_out(key.label, NO_BALANCE)
+        else:
+            back.append(NO_BALANCE)
+        await self.state.put_back(key.label, back)
+
+    async def choose(self, model: str) -> UpstreamKey:
+        """A key for one call of `model`; counts it in flight until `release`."""
+        if not self.shared:
+            key = self.keys[0]
+        else:
+            key = await self._choose(model)
+        key.in_flight += 1
+        return key
+
+    def release(self, key: UpstreamKey) -> None:
+        key.in_flight -= 1
+
+    async def spent(self, key: UpstreamKey, model: str, images: int) -> None:
+        """Count images a call made against its account's budget for the model."""
+        if self.shared and self._budget(model):
+            await self._counter.acquire(_budget_key(key.account, model), images, _UNLIMITED, MINUTE)
+
+    async def _choose(self, model: str) -> UpstreamKey:
+        cooling = await self.state.cooling()
+        removals = self._seen_removals = await self.state.removals()
+        paid = not is_free_model(model, self.site)
+        usable = [k for k in self.keys if not _out(removals.get(k.label), model, paid)]
+        ready = [k for k in usable if k.account not in cooling]
+        if not ready:
+            raise self._none_can_serve(model, usable, cooling, removals, paid)
+        accounts: dict[str, list[UpstreamKey]] = {}
+        for key in ready:
+            accounts.setdefault(key.account, []).append(key)
+        limit = self._budget(model)
+        left = {
+            account: (limit - await self._counter.used(_budget_key(account, model), MINUTE))
+            if limit
+            else 0
+            for account in accounts
+        }
+
+        def load(account: str) -> tuple[int, int]:
+            return -left[account], sum(k.in_flight for k in accounts[account])
+
+        best = min(load(a) for a in accounts)
+        self._turn += 1
+        tied = [a for a in accounts if load(a) == best]
+        keys = accounts[tied[self._turn % len(tied)]]
+        fewest = min(k.in_flight for k in keys)
+        tied_keys = [k for k in keys if k.in_flight == fewest]
+        return tied_keys[self._turn % len(tied_keys)]
+
+    async def failed(self, key: UpstreamKey, model: str, exc: UpstreamError) -> bool:
+        """Note a failed call; True when the fault was the key's, so another may succeed."""
+        if not self.shared:
+            return False
+        if isinstance(exc, UpstreamRateLimitError):
+            seconds = exc.retry_after if exc.retry_after is not None else self.cooldown_seconds
+            await self.state.cool_down(key.account, seconds)
+            logger.warning(
+                "SiliconFlow account of %s is rate limited for %s: cooling down for %.0f s",
+                key.label,
+                model,
+                seconds,
+            )
+        elif isinstance(exc, UpstreamAuthError):
+            await self._take_out(key, INVALID, "SiliconFlow refused it (401)")
+        elif isinstance(exc, UpstreamPermissionError) and exc.insufficient_balance:
+            await self._take_out(key, NO_BALANCE, "its balance is spent (paid models only)")
+        elif isinstance(exc, UpstreamPermissionError):
+            await self._take_out(key, _REFUSED + model, f"SiliconFlow refuses it {model}")
+        else:
+            return False
+        self._seen_removals = await self.state.removals()
+        return True
+
+    async def _take_out(self, key: UpstreamKey, reason: str, why: str) -> None:
+        await self.state.take_out(key.label, reason)
+        logger.warning(
+            "SiliconFlow key %s taken out: %s; probed again every %.0f s",
+            key.label,
+            why,
+            self.probe_seconds,
+        )
+
+    def _none_can_serve(
+        self,
+        model: str,
+        usable: list[UpstreamKey],
+        cooling: dict[str, float],
+        removals: dict[str, frozenset[str]],
+        paid: bool,
+    ) -> UpstreamError:
+        out = Counter(
+            _reason(removals[k.label], model, paid)
+            for k in self.keys
+            if k.label in removals and _out(removals[k.label], model, paid)
+        )
+        also = "".join(f"; {n} key{'s' if n > 1 else ''} {why}" for why, n in sorted(out.items()))
+        if usable:
+            accounts = {k.account for k in usable}
+            wait = min(cooling[a] for a in accounts)
+            n = len(accounts)
+            error: UpstreamError = UpstreamRateLimitError(
+                f"{'All ' + str(n) if n > 1 else 'The'} SiliconFlow account"
+                f"{'s' if n > 1 else ''} {'are' if n > 1 else 'is'} rate limited for {model}; "
+                f"the first is free again in {max(1, round(wait))} s{also}.",
+                retry_after=wait,
+                maybe_billed=False,
+            )
+        else:
+            error = NoUpstreamKeyError(
+                f"No SiliconFlow key can serve {model}{also}. Keys taken out are checked again "
+                f"every {self.probe_seconds:.0f} s.",
+                maybe_billed=False,
+            )
+        error.retries_exhausted = isinstance(error, NoUpstreamKeyError)
+        return error
+
+    def accounts_serving(self, model: str) -> int:
+        """Accounts with a key for the model, as last seen (the pacer multiplies budgets by it)."""
+        paid = not is_free_model(model, self.site)
+        return max(
+            1,
+            len(
+                {
+                    k.account
+                    for k in self.keys
+                    if not _out(self._seen_removals.get(k.label), model, paid)
+                }
+            ),
+        )
+
+    def key_for_reading(self) -> str:
+        """A key not known to be invalid, for calls that cost nothing (model lists)."""
+        for key in self.keys:
+            if INVALID not in self._seen_removals.get(key.label, frozenset()):
+                return key.secret
+        return self.keys[0].secret
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether some key can serve some model, and a line that says how many can."""
+        if not self.shared:
+            return True, "1 key (nothing to choose between: not probed)"
+        removals = self._seen_removals
+        free_models = bool(FREE_MODELS.get(self.site))
+        usable = [
+            k
+            for k in self.keys
+            if INVALID not in removals.get(k.label, ())
+            and (free_models or NO_BALANCE not in removals.get(k.label, ()))
+        ]
+        accounts = {k.account for k in usable}
+        line = (
+            f"{len(usable)} of {len(self.keys)} keys usable, in {len(accounts)} account"
+            f"{'s' if len(accounts) != 1 else ''}{self._removal_summary()}"
+        )
+        return bool(usable), line
+
+    def _removal_summary(self) -> str:
+        out = Counter(
+            reason.split(":")[0] for reasons in self._seen_removals.values() for reason in reasons
+        )
+        return "".join(f"; {n} {why}" for why, n in sorted(out.items()))
+
+
+def _out(reasons: frozenset[str] | None, model: str, paid: bool) -> bool:
+    if not reasons:
+        return False
+    return INVALID in reasons or (paid and NO_BALANCE in reasons) or (_REFUSED + model) in reasons
+
+
+def _reason(reasons: frozenset[str], model: str, paid: bool) -> str:
+    if INVALID in reasons:
+        return "invalid (SiliconFlow answered 401)"
+    if paid and NO_BALANCE in reasons:
+        return "out of balance for paid models"
+    return f"refused {model} by SiliconFlow (403)"
+
+
+def _budget_key(account: str, model: str) -> str:
+    return f"ipm:account:{account}:{model}"
