@@ -338,7 +338,6 @@ class KeyPool:
                 f"every {self.probe_seconds:.0f} s.",
                 maybe_billed=False,
             )
-        error.retries_exhausted = isinstance(error, NoUpstreamKeyError)
         return error
 
     def accounts_serving(self, model: str) -> int:

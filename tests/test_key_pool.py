@@ -1,0 +1,245 @@
+"""Several SiliconFlow keys across accounts, against the fake's accounts over real HTTP."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sfproxy.fake_upstream import FakeSiliconFlow
+from sfproxy.upstream_keys import KeyPool, key_label
+from tests.support.inprocess import Running, in_process, service_settings
+
+QWEN = "Qwen/Qwen-Image"
+KOLORS = "Kwai-Kolors/Kolors"
+A1, A2, B1 = "sk-acct-a-key-one-0001", "sk-acct-a-key-two-0002", "sk-acct-b-key-one-0003"
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeSiliconFlow]:
+    async with FakeSiliconFlow() as fake:
+        yield fake
+
+
+def proxy(fake: FakeSiliconFlow, tmp_path: Path, keys: list[str], **overrides: Any) -> Any:
+    settings = service_settings(
+        fake,
+        tmp_path,
+        siliconflow_api_key=None,
+        siliconflow_api_keys=", ".join(keys),
+        image_store="off",
+        **overrides,
+    )
+    return in_process(settings)
+
+
+async def generate(running: Running, model: str = QWEN) -> httpx.Response:
+    body = {"model": model, "prompt": "a fox", "size": "1024x1024"}
+    return await running.http.post("/v1/images/generations", json=body)
+
+
+def pool(running: Running) -> KeyPool:
+    return running.services.client.keys
+
+
+def used_keys(fake: FakeSiliconFlow) -> list[tuple[str, int | None]]:
+    """Which key each generation came with, and how the fake answered it."""
+    return [(str(r.authorization).removeprefix("Bearer "), r.status) for r in fake.requests]
+
+
+def two_accounts(fake: FakeSiliconFlow, **limits: Any) -> None:
+    fake.accounts.add("acct-a", keys=[A1, A2], **limits)
+    fake.accounts.add("acct-b", keys=[B1], **limits)
+
+
+async def test_two_accounts_double_the_images_per_minute(
+    upstream: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    two_accounts(upstream, images_per_minute=2)
+    async with proxy(upstream, tmp_path, [A1, B1]) as running:
+        for _ in range(4):
+            response = await generate(running)
+            assert response.status_code == 200, response.text
+        assert sorted(key for key, _ in used_keys(upstream)) == [A1, A1, B1, B1]
+        refused = await generate(running)
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert re.fullmatch(
+        r"All 2 SiliconFlow accounts are rate limited for Qwen/Qwen-Image; the first is free "
+        r"again in \d+ s\.",
+        error["message"],
+    ), error["message"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 61
+    # The fifth call met a 429 at each account in turn, and no client saw the first of them.
+    assert sorted(used_keys(upstream)[4:]) == [(A1, 429), (B1, 429)]
+
+
+async def test_a_per_account_pacing_budget_keeps_429s_away_from_siliconflow(
+    upstream: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    two_accounts(upstream, images_per_minute=2)
+    async with proxy(
+        upstream, tmp_path, [A1, B1], upstream_images_per_minute=2, queue_timeout=0
+    ) as running:
+        statuses = [(await generate(running)).status_code for _ in range(4)]
+        refused = await generate(running)
+    assert statuses == [200] * 4
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "upstream_pacing")
+    assert int(refused.headers["Retry-After"]) >= 1
+    # Every call SiliconFlow saw was within its account's budget.
+    assert sorted(used_keys(upstream)) == [(A1, 200), (A1, 200), (B1, 200), (B1, 200)]
+
+
+async def test_an_account_at_its_limit_leaves_the_others_serving(
+    upstream: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    upstream.accounts.add("acct-a", keys=[A1], images_per_minute=1)
+    upstream.accounts.add("acct-b", keys=[B1])
+    async with proxy(upstream, tmp_path, [A1, B1]) as running:
+        statuses = [(await generate(running)).status_code for _ in range(6)]
+    assert statuses == [200] * 6
+    calls = used_keys(upstream)
+    # A made its one image, met its limit once, then rested while B served the rest.
+    assert [c for c in calls if c[0] == A1] == [(A1, 200), (A1, 429)]
+    assert [c for c in calls if c[0] == B1] == [(B1, 200)] * 5
+
+
+async def test_keys_of_one_account_share_its_cooldown(
+    upstream: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    two_accounts(upstream)
+    upstream.accounts.update("acct-a", images_per_minute=0)
+    async with proxy(upstream, tmp_path, [A1, A2, B1]) as running:
+        accounts = {key.secret: key.account for key in pool(running).keys}
+        statuses = [(await generate(running)).status_code for _ in range(4)]
+    assert accounts == {A1: "acct-a", A2: "acct-a", B1: "acct-b"}
+    assert statuses == [200] * 4
+    calls = used_keys(upstream)
+    # One 429 cooled account A: its other key was not tried.
+    assert [c for c in calls if c[0] in (A1, A2)] in ([(A1, 429)], [(A2, 429)])
+    assert [c for c in calls if c[0] == B1] == [(B1, 200)] * 4
+
+
+async def test_a_revoked_key_leaves_the_others_serving_and_comes_back(
+    upstream: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    two_accounts(upstream)
+    async with proxy(upstream, tmp_path, [A1, B1]) as running:
+        upstream.accounts.revoke(A1)
+        statuses = [(await generate(running)).status_code for _ in range(4)]
+        assert statuses == [200] * 4
+        assert [c for c in used_keys(upstream) if c[0] == A1] == [(A1, 401)]
+        assert (await running.http.get("/readyz")).json()["checks"]["upstream_keys"] == (
+            "1 of 2 keys usable, in 1 account; 1 invalid"
+        )
+        upstream.accounts.restore(A1)
+        await pool(running).probe_now()
+        upstream.clear_requests()
+        statuses = [(await generate(running)).status_code for _ in range(2)]
+    assert statuses == [200, 200]
+    assert sorted(used_keys(upstream)) == [(A1, 200), (B1, 200)]
+
+
+async def test_an_empty_account_serves_free_models_and_comes_back_when_topped_up(
+    upstream: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    two_accounts(upstream)
+    async with proxy(upstream, tmp_path, [A1, B1]) as running:
+        upstream.accounts.set_balance("acct-a", 0)
+        statuses = [(await generate(running)).status_code for _ in range(4)]
+        assert statuses == [200] * 4
+        assert [c for c in used_keys(upstream) if c[0] == A1] == [(A1, 403)]
+        # Both empty: the paid model has no key left, Kolors (free on .cn) is still served.
+        upstream.accounts.set_balance("acct-b", 0)
+        assert (await generate(running)).status_code == 503
+        no_key = await generate(running)
+        upstream.clear_requests()
+        kolors = [(await generate(running, KOLORS)).status_code for _ in range(2)]
+        assert kolors == [200, 200]
+        assert sorted(key for key, _ in used_keys(upstream)) == [A1, B1]
+        upstream.accounts.set_balance("acct-a", 3)
+        await pool(running).probe_now()
+        upstream.clear_requests()
+        topped_up = await generate(running)
+    assert no_key.status_code == 503
+    error = no_key.json()["error"]
+    assert error["code"] == "no_upstream_key"
+    assert error["message"] == (
+        "No SiliconFlow key can serve Qwen/Qwen-Image; 2 keys out of balance for paid models. "
+        "Keys taken out are checked again every 300 s."
+    )
+    assert topped_up.status_code == 200
+    assert used_keys(upstream) == [(A1, 200)]
+
+
+async def test_every_key_invalid_is_one_503_and_not_ready(
+    upstream: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    two_accounts(upstream)
+    async with proxy(upstream, tmp_path, [A1, B1]) as running:
+        upstream.accounts.revoke(A1)
+        upstream.accounts.revoke(B1)
+        first = await generate(running)
+        second = await generate(running)
+        ready = await running.http.get("/readyz")
+    for response in (first, second):
+        assert response.status_code == 503
+        assert response.json()["error"] == {
+            "message": "No SiliconFlow key can serve Qwen/Qwen-Image; 2 keys invalid "
+            "(SiliconFlow answered 401). Keys taken out are checked again every 300 s.",
+            "type": "upstream_error",
+            "param": None,
+            "code": "no_upstream_key",
+        }
+    # The second request did not reach SiliconFlow.
+    assert sorted(used_keys(upstream)) == [(A1, 401), (B1, 401)]
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["upstream_keys"] == (
+        "0 of 2 keys usable, in 0 accounts; 2 invalid"
+    )
+
+
+async def test_a_key_refused_at_start_is_out_from_the_start(
+    upstream: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    two_accounts(upstream)
+    unknown = "sk-not-a-siliconflow-key-9999"
+    async with proxy(upstream, tmp_path, [unknown, A1, B1]) as running:
+        statuses = [(await generate(running)).status_code for _ in range(3)]
+        ready = await running.http.get("/readyz")
+    assert statuses == [200] * 3
+    assert unknown not in {key for key, _ in used_keys(upstream)}
+    assert ready.json()["checks"]["upstream_keys"] == "2 of 3 keys usable, in 2 accounts; 1 invalid"
+
+
+async def test_no_key_appears_in_answers_logs_or_metrics(
+    upstream: FakeSiliconFlow, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    two_accounts(upstream, images_per_minute=1)
+    unknown = "sk-not-a-siliconflow-key-9999"
+    keys = [unknown, A1, A2, B1]
+    seen: list[str] = []
+    async with proxy(upstream, tmp_path, keys) as running:
+        upstream.accounts.revoke(A2)
+        upstream.accounts.set_balance("acct-b", 0)
+        for model in (QWEN, QWEN, QWEN, KOLORS, KOLORS):
+            response = await generate(running, model)
+            seen.append(f"{response.status_code} {response.headers} {response.text}")
+        await pool(running).probe_now()
+        for path in ("/readyz", "/metrics", "/healthz"):
+            response = await running.http.get(path)
+            seen.append(f"{response.headers} {response.text}")
+    seen.append(caplog.text)
+    seen.extend(str(record.__dict__) for record in caplog.records)
+    everything = "\n".join(seen)
+    # Something did happen: a 429, a 401 and a 403 were met along the way.
+    assert sorted({status for _, status in used_keys(upstream)}) == [200, 401, 403, 429]
+    assert key_label(A2) in caplog.text
+    for key in keys:
+        assert key not in everything
