@@ -14,6 +14,7 @@ import pytest
 from sfproxy.fake_upstream import FakeSiliconFlow
 from sfproxy.upstream_keys import KeyPool, key_label
 from tests.support.inprocess import Running, in_process, service_settings
+from tests.support.redis import RedisServer
 
 QWEN = "Qwen/Qwen-Image"
 KOLORS = "Kwai-Kolors/Kolors"
@@ -243,3 +244,31 @@ async def test_no_key_appears_in_answers_logs_or_metrics(
     assert key_label(A2) in caplog.text
     for key in keys:
         assert key not in everything
+
+
+async def test_two_instances_sharing_redis_agree_on_a_cooldown_and_a_removal(
+    upstream: FakeSiliconFlow, tmp_path: Path, redis: RedisServer
+) -> None:
+    two_accounts(upstream)
+    upstream.accounts.add("acct-c", keys=["sk-acct-c-key-one-0004"])
+    upstream.accounts.update("acct-a", images_per_minute=0)
+    keys = [A1, B1, "sk-acct-c-key-one-0004"]
+    shared = {"redis_url": redis.url}
+    async with (
+        proxy(upstream, tmp_path / "one", keys, **shared) as one,
+        proxy(upstream, tmp_path / "two", keys, **shared) as two,
+    ):
+        upstream.accounts.revoke(B1)
+        # The first instance meets account A's 429 and B's 401 (in some order) and is served by C.
+        for _ in range(3):
+            assert (await generate(one)).status_code == 200
+        assert {key for key, _ in used_keys(upstream)} == {A1, B1, keys[2]}
+        upstream.clear_requests()
+        statuses = [(await generate(two)).status_code for _ in range(4)]
+        ready = await two.http.get("/readyz")
+    assert statuses == [200] * 4
+    # The second instance never tried A (cooling) or B (invalid): it learnt both from Redis.
+    assert used_keys(upstream) == [(keys[2], 200)] * 4
+    assert ready.json()["checks"]["upstream_keys"] == (
+        "2 of 3 keys usable, in 2 accounts; 1 invalid"
+    )

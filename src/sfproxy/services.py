@@ -25,6 +25,7 @@ from .siliconflow import SessionFactory, SiliconFlowClient
 from .store import ImageStore, NoImageStore
 from .store.local import LocalImageStore
 from .upstream_keys import KeyPool, site_of
+from .upstream_state import RedisPoolState
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Services:
             images_per_minute=lambda model: pacer.limits(model)[1],
             cooldown_seconds=settings.upstream_key_cooldown_seconds,
             probe_seconds=settings.upstream_probe_seconds,
+            state=RedisPoolState(redis_url) if redis_url else None,
         )
         client = SiliconFlowClient(
             settings.sf_base,
@@ -101,6 +103,7 @@ class Services:
         )
         async with AsyncExitStack() as stack:
             stack.push_async_callback(counter.close)
+            stack.push_async_callback(keys.state.close)
             await client.start()
             stack.push_async_callback(client.close)
             await keys.start(client.user_info)

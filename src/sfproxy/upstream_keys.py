@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 from urllib.parse import urlsplit
+
+from redis.exceptions import RedisError
 
 from .errors import (
     NoUpstreamKeyError,
@@ -35,6 +35,7 @@ from .errors import (
     UpstreamRateLimitError,
 )
 from .limits import MINUTE, MemoryWindows, WindowCounter
+from .upstream_state import MemoryPoolState, PoolState
 
 logger = logging.getLogger(__name__)
 
@@ -76,55 +77,6 @@ class AccountInfo:
 
 # Reads `/user/info` with a key; raises `UpstreamError`.
 UserInfoReader = Callable[[str], Awaitable[AccountInfo]]
-
-
-class PoolState(Protocol):
-    """Cooldowns and removals, which instances sharing Redis would share (memory here)."""
-
-    async def cool_down(self, account: str, seconds: float) -> None: ...
-
-    async def cooling(self) -> dict[str, float]:
-        """Account -> seconds until it is free again."""
-        ...
-
-    async def take_out(self, label: str, reason: str) -> None: ...
-
-    async def put_back(self, label: str, reasons: Sequence[str]) -> None: ...
-
-    async def removals(self) -> dict[str, frozenset[str]]:
-        """Key label -> why it is out."""
-        ...
-
-
-class MemoryPoolState:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._cooling: dict[str, float] = {}
-        self._removals: dict[str, set[str]] = {}
-
-    async def cool_down(self, account: str, seconds: float) -> None:
-        until = self._clock() + seconds
-        self._cooling[account] = max(until, self._cooling.get(account, 0.0))
-
-    async def cooling(self) -> dict[str, float]:
-        now = self._clock()
-        for account in [a for a, until in self._cooling.items() if until <= now]:
-            del self._cooling[account]
-        return {account: until - now for account, until in self._cooling.items()}
-
-    async def take_out(self, label: str, reason: str) -> None:
-        self._removals.setdefault(label, set()).add(reason)
-
-    async def put_back(self, label: str, reasons: Sequence[str]) -> None:
-        held = self._removals.get(label)
-        if held is None:
-            return
-        held.difference_update(reasons)
-        if not held:
-            del self._removals[label]
-
-    async def removals(self) -> dict[str, frozenset[str]]:
-        return {label: frozenset(reasons) for label, reasons in self._removals.items()}
 
 
 @dataclass(slots=True, eq=False)
@@ -242,7 +194,12 @@ class KeyPool:
     async def spent(self, key: UpstreamKey, model: str, images: int) -> None:
         """Count images a call made against its account's budget for the model."""
         if self.shared and self._budget(model):
-            await self._counter.acquire(_budget_key(key.account, model), images, _UNLIMITED, MINUTE)
+            try:
+                await self._counter.acquire(
+                    _budget_key(key.account, model), images, _UNLIMITED, MINUTE
+                )
+            except (RedisError, OSError) as exc:
+                logger.warning("account budget unavailable, images not counted: %s", exc)
 
     async def _choose(self, model: str) -> UpstreamKey:
         cooling = await self.state.cooling()
@@ -256,12 +213,7 @@ class KeyPool:
         for key in ready:
             accounts.setdefault(key.account, []).append(key)
         limit = self._budget(model)
-        left = {
-            account: (limit - await self._counter.used(_budget_key(account, model), MINUTE))
-            if limit
-            else 0
-            for account in accounts
-        }
+        left = {account: await self._budget_left(account, model, limit) for account in accounts}
 
         def load(account: str) -> tuple[int, int]:
             return -left[account], sum(k.in_flight for k in accounts[account])
@@ -273,6 +225,15 @@ class KeyPool:
         fewest = min(k.in_flight for k in keys)
         tied_keys = [k for k in keys if k.in_flight == fewest]
         return tied_keys[self._turn % len(tied_keys)]
+
+    async def _budget_left(self, account: str, model: str, limit: int) -> int:
+        if not limit:
+            return 0
+        try:
+            return limit - await self._counter.used(_budget_key(account, model), MINUTE)
+        except (RedisError, OSError):
+            # Fail open, as pacing does: without the counts, accounts are equal.
+            return 0
 
     async def failed(self, key: UpstreamKey, model: str, exc: UpstreamError) -> bool:
         """Note a failed call; True when the fault was the key's, so another may succeed."""
