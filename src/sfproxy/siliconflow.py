@@ -37,7 +37,7 @@ from .errors import (
 )
 from .images import looks_complete, sniff_media_type
 from .retries import MAX_RETRY_WAIT, RetryPolicy, retry_after_seconds
-from .upstream_keys import AccountInfo, KeyPool, key_label
+from .upstream_keys import AccountInfo, KeyPool, key_label, parse_user_info
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class SiliconFlowClient:
             raw = await self._read(response)
             if response.status != 200:
                 raise self._error_for(response.status, raw, response.headers, None)
-        return _parse_account(raw)
+        return parse_user_info(raw)
 
     def note_retry(
         self, kind: str, model: str, exc: UpstreamError, attempt: int, wait: float
@@ -439,24 +439,6 @@ def _says_balance_is_spent(message: str) -> bool:
     # SiliconFlow's only sign is its wording (code 30001 also stands for missing verification).
     lowered = message.lower()
     return "insufficient" in lowered and "balance" in lowered
-
-
-def _parse_account(raw: bytes) -> AccountInfo:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamBadResponseError("SiliconFlow's /user/info was not JSON.") from None
-    data = body.get("data") if isinstance(body, dict) else None
-    account = data.get("id") if isinstance(data, dict) else None
-    if not isinstance(account, str | int) or isinstance(account, bool) or account == "":
-        raise UpstreamBadResponseError("SiliconFlow's /user/info named no account.")
-    assert isinstance(data, dict)
-    balance = data.get("totalBalance", data.get("balance"))
-    try:
-        amount = float(balance) if isinstance(balance, str | int | float) else None
-    except ValueError:
-        amount = None
-    return AccountInfo(id=str(account), balance=amount)
 
 
 def _error_message(raw: bytes) -> tuple[str, int | None]:

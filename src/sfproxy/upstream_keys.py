@@ -25,11 +25,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import orjson
 from redis.exceptions import RedisError
 
 from .errors import (
     NoUpstreamKeyError,
     UpstreamAuthError,
+    UpstreamBadResponseError,
     UpstreamError,
     UpstreamPermissionError,
     UpstreamRateLimitError,
@@ -73,6 +75,25 @@ class AccountInfo:
     id: str
     # `totalBalance`; None when SiliconFlow did not say.
     balance: float | None
+
+
+def parse_user_info(raw: bytes) -> AccountInfo:
+    """The account and balance in SiliconFlow's `/user/info` answer (balances are strings)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamBadResponseError("SiliconFlow's /user/info was not JSON.") from None
+    data = body.get("data") if isinstance(body, dict) else None
+    account = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(account, str | int) or isinstance(account, bool) or account == "":
+        raise UpstreamBadResponseError("SiliconFlow's /user/info named no account.")
+    assert isinstance(data, dict)
+    balance = data.get("totalBalance", data.get("balance"))
+    try:
+        amount = float(balance) if isinstance(balance, str | int | float) else None
+    except ValueError:
+        amount = None
+    return AccountInfo(id=str(account), balance=amount)
 
 
 # Reads `/user/info` with a key; raises `UpstreamError`.
@@ -146,7 +167,11 @@ class KeyPool:
     async def _probe_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.probe_seconds)
-            await self.probe_now()
+            try:
+                await self.probe_now()
+            except Exception:
+                # A probe that failed in an unforeseen way must not end the probing for good.
+                logger.exception("probing SiliconFlow keys failed")
 
     async def probe_now(self) -> None:
         """Probe every key taken out (or whose account is unknown) with `/user/info` now."""
@@ -216,7 +241,9 @@ class KeyPool:
         left = {account: await self._budget_left(account, model, limit) for account in accounts}
 
         def load(account: str) -> tuple[int, int]:
-            return -left[account], sum(k.in_flight for k in accounts[account])
+            # Calls in flight have not been counted against the budget yet: they will be.
+            in_flight = sum(k.in_flight for k in accounts[account])
+            return -(left[account] - in_flight if limit else 0), in_flight
 
         best = min(load(a) for a in accounts)
         self._turn += 1
@@ -322,10 +349,11 @@ class KeyPool:
                 return key.secret
         return self.keys[0].secret
 
-    def readiness(self) -> tuple[bool, str]:
-        """Whether some key can serve some model, and a line that says how many can."""
+    def readiness(self) -> tuple[bool, str | None]:
+        """Whether some key can serve some model, and a line that says how many can (none
+        for a single key: it is not probed, so there is nothing to say)."""
         if not self.shared:
-            return True, "1 key (nothing to choose between: not probed)"
+            return True, None
         removals = self._seen_removals
         free_models = bool(FREE_MODELS.get(self.site))
         usable = [

@@ -78,7 +78,9 @@ class ReadinessCache:
 
 async def check_readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {"configuration": "ok"}
-    ready, checks["upstream_keys"] = services.client.keys.readiness()
+    ready, keys_line = services.client.keys.readiness()
+    if keys_line is not None:
+        checks["upstream_keys"] = keys_line
     min_free_bytes = int(services.settings.min_free_disk_mb * MB)
     probes: dict[str, Callable[[], Awaitable[None]]] = {
         "image_store": lambda: services.store.check(min_free_bytes=min_free_bytes)
