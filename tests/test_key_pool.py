@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from sfproxy.fake_upstream import FakeSiliconFlow
-from sfproxy.upstream_keys import KeyPool, key_label
+from sfproxy.upstream_accounts import account_label, key_label
+from sfproxy.upstream_keys import KeyPool
 from tests.support.inprocess import Running, in_process, service_settings
 from tests.support.redis import RedisServer
 
@@ -272,3 +273,32 @@ async def test_two_instances_sharing_redis_agree_on_a_cooldown_and_a_removal(
     assert ready.json()["checks"]["upstream_keys"] == (
         "2 of 3 keys usable, in 2 accounts; 1 invalid"
     )
+
+
+async def test_balances_become_gauges_and_a_low_one_is_logged(
+    upstream: FakeSiliconFlow, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sfproxy.upstream_keys")
+    two_accounts(upstream)
+    upstream.accounts.set_balance("acct-a", 12.5)
+    upstream.accounts.update("acct-b", balance=0.5, charge_balance=0.25)
+    async with proxy(upstream, tmp_path, [A1, A2, B1], low_balance_warning=1) as running:
+        gauge = "sfproxy_upstream_balance"
+        a, b = account_label("acct-a"), account_label("acct-b")
+        assert (running.metric(gauge, account=a), running.metric(gauge, account=b)) == (12.5, 0.75)
+        low = [r.getMessage() for r in caplog.records if "LOW_BALANCE_WARNING" in r.getMessage()]
+        assert low == [f"SiliconFlow account {b} has 0.75 left, below LOW_BALANCE_WARNING (1)"]
+        caplog.clear()
+        upstream.accounts.set_balance("acct-a", 0.25)
+        upstream.clear_requests()
+        await pool(running).refresh_balances()
+        assert running.metric(gauge, account=a) == 0.25
+        low = [r.getMessage() for r in caplog.records if "LOW_BALANCE_WARNING" in r.getMessage()]
+        assert sorted(low) == sorted(
+            f"SiliconFlow account {label} has {left:.2f} left, below LOW_BALANCE_WARNING (1)"
+            for label, left in ((a, 0.25), (b, 0.75))
+        )
+        metrics = (await running.http.get("/metrics")).text
+    assert f'sfproxy_upstream_balance{{account="{a}"}} 0.25' in metrics
+    for secret in ('"acct-a"', '"acct-b"', A1, A2, B1):
+        assert secret not in metrics

@@ -141,6 +141,13 @@ class Metrics:
             buckets=FAST_BUCKETS,
             registry=registry,
         )
+        self.upstream_balance = Gauge(
+            "sfproxy_upstream_balance",
+            "A SiliconFlow account's total balance from /user/info, by account label.",
+            ["account"],
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
         self.loop_lag_max = Gauge(
             "sfproxy_event_loop_lag_max_seconds",
             "The worst event-loop lag seen since the process started.",

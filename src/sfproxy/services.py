@@ -24,7 +24,8 @@ from .settings import Settings
 from .siliconflow import SessionFactory, SiliconFlowClient
 from .store import ImageStore, NoImageStore
 from .store.local import LocalImageStore
-from .upstream_keys import KeyPool, site_of
+from .upstream_accounts import site_of
+from .upstream_keys import KeyPool
 from .upstream_state import RedisPoolState
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,11 @@ class Services:
             cooldown_seconds=settings.upstream_key_cooldown_seconds,
             probe_seconds=settings.upstream_probe_seconds,
             state=RedisPoolState(redis_url) if redis_url else None,
+            balance_refresh_seconds=settings.balance_refresh_seconds,
+            low_balance_warning=settings.low_balance_warning,
+            on_balance=lambda account, balance: metrics.upstream_balance.labels(account).set(
+                balance
+            ),
         )
         client = SiliconFlowClient(
             settings.sf_base,

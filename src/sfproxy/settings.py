@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     upstream_probe_seconds: float = Field(default=300.0, gt=0)
     # How long an account rests after a 429 that gave no Retry-After.
     upstream_key_cooldown_seconds: float = Field(default=10.0, ge=0)
+    # With several keys: how often each account's balance is read, and the level to warn at.
+    balance_refresh_seconds: float = Field(default=600.0, gt=0)
+    low_balance_warning: float | None = Field(default=None, ge=0)
     sf_base: str = "https://api.siliconflow.cn/v1"
     provider_label: str = "SiliconFlow"
 

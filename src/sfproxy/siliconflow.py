@@ -37,7 +37,8 @@ from .errors import (
 )
 from .images import looks_complete, sniff_media_type
 from .retries import MAX_RETRY_WAIT, RetryPolicy, retry_after_seconds
-from .upstream_keys import AccountInfo, KeyPool, key_label, parse_user_info
+from .upstream_accounts import AccountInfo, key_label, parse_user_info
+from .upstream_keys import KeyPool
 
 logger = logging.getLogger(__name__)
 

@@ -18,34 +18,32 @@ by `key_label` only.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-import orjson
 from redis.exceptions import RedisError
 
 from .errors import (
     NoUpstreamKeyError,
     UpstreamAuthError,
-    UpstreamBadResponseError,
     UpstreamError,
     UpstreamPermissionError,
     UpstreamRateLimitError,
 )
 from .limits import MINUTE, MemoryWindows, WindowCounter
+from .upstream_accounts import (
+    FREE_MODELS,
+    UserInfoReader,
+    account_label,
+    is_free_model,
+    key_label,
+)
 from .upstream_state import MemoryPoolState, PoolState
 
 logger = logging.getLogger(__name__)
 
-# Free models by site: an account without balance still makes these (siliconflow-api.md).
-FREE_MODELS: dict[str, frozenset[str]] = {
-    "cn": frozenset({"Kwai-Kolors/Kolors"}),
-    "com": frozenset(),
-}
 # `/user/info` at start and on probes: a slow answer must not hold the service's start.
 PROBE_TIMEOUT = 5.0
 INVALID = "invalid"
@@ -53,51 +51,6 @@ NO_BALANCE = "no_balance"
 _REFUSED = "refused:"
 # A budget no account can reach: `acquire` then only records what was spent.
 _UNLIMITED = 1 << 40
-
-
-def site_of(base_url: str) -> str:
-    """`com` for siliconflow.com, else `cn` (the default SF_BASE)."""
-    host = urlsplit(base_url).hostname or ""
-    return "com" if host == "siliconflow.com" or host.endswith(".siliconflow.com") else "cn"
-
-
-def is_free_model(model: str, site: str) -> bool:
-    return model in FREE_MODELS.get(site, frozenset())
-
-
-def key_label(key: str) -> str:
-    """A short name for a key that cannot be turned back into it."""
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
-
-
-@dataclass(frozen=True, slots=True)
-class AccountInfo:
-    id: str
-    # `totalBalance`; None when SiliconFlow did not say.
-    balance: float | None
-
-
-def parse_user_info(raw: bytes) -> AccountInfo:
-    """The account and balance in SiliconFlow's `/user/info` answer (balances are strings)."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamBadResponseError("SiliconFlow's /user/info was not JSON.") from None
-    data = body.get("data") if isinstance(body, dict) else None
-    account = data.get("id") if isinstance(data, dict) else None
-    if not isinstance(account, str | int) or isinstance(account, bool) or account == "":
-        raise UpstreamBadResponseError("SiliconFlow's /user/info named no account.")
-    assert isinstance(data, dict)
-    balance = data.get("totalBalance", data.get("balance"))
-    try:
-        amount = float(balance) if isinstance(balance, str | int | float) else None
-    except ValueError:
-        amount = None
-    return AccountInfo(id=str(account), balance=amount)
-
-
-# Reads `/user/info` with a key; raises `UpstreamError`.
-UserInfoReader = Callable[[str], Awaitable[AccountInfo]]
 
 
 @dataclass(slots=True, eq=False)
@@ -120,6 +73,9 @@ class KeyPool:
         images_per_minute: Callable[[str], int] | None = None,
         cooldown_seconds: float = 10.0,
         probe_seconds: float = 300.0,
+        balance_refresh_seconds: float = 600.0,
+        low_balance_warning: float | None = None,
+        on_balance: Callable[[str, float], None] | None = None,
     ) -> None:
         if not keys:
             raise ValueError("a key pool needs at least one key")
@@ -130,11 +86,16 @@ class KeyPool:
         self._budget = images_per_minute or (lambda model: 0)
         self.cooldown_seconds = cooldown_seconds
         self.probe_seconds = probe_seconds
+        self.balance_refresh_seconds = balance_refresh_seconds
+        self.low_balance_warning = low_balance_warning
+        self._on_balance = on_balance
+        # Account -> its total balance, as /user/info last said.
+        self.balances: dict[str, float] = {}
         self._reader: UserInfoReader | None = None
         self._turn = 0
         # The last removals seen, for what must answer without awaiting (the pacer, /readyz).
         self._seen_removals: dict[str, frozenset[str]] = {}
-        self._probing: asyncio.Task[None] | None = None
+        self._probing: list[asyncio.Task[None]] = []
 
     @property
     def shared(self) -> bool:
@@ -157,21 +118,33 @@ class KeyPool:
             len(accounts),
             self._removal_summary(),
         )
-        self._probing = asyncio.create_task(self._probe_periodically())
+        self._probing = [
+            asyncio.create_task(self._every(self.probe_seconds, self.probe_now)),
+            asyncio.create_task(self._every(self.balance_refresh_seconds, self.refresh_balances)),
+        ]
 
     async def close(self) -> None:
-        if self._probing is not None:
-            self._probing.cancel()
-            self._probing = None
+        for task in self._probing:
+            task.cancel()
+        self._probing = []
 
-    async def _probe_periodically(self) -> None:
+    async def _every(self, seconds: float, probe: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await asyncio.sleep(self.probe_seconds)
+            await asyncio.sleep(seconds)
             try:
-                await self.probe_now()
+                await probe()
             except Exception:
                 # A probe that failed in an unforeseen way must not end the probing for good.
                 logger.exception("probing SiliconFlow keys failed")
+
+    async def refresh_balances(self) -> None:
+        """Read each account's balance now, with one of its keys not known to be invalid."""
+        removals = await self.state.removals()
+        by_account: dict[str, UpstreamKey] = {}
+        for key in self.keys:
+            if INVALID not in removals.get(key.label, ()):
+                by_account.setdefault(key.account, key)
+        await self.probe(list(by_account.values()))
 
     async def probe_now(self) -> None:
         """Probe every key taken out (or whose account is unknown) with `/user/info` now."""
@@ -195,6 +168,8 @@ class KeyPool:
             logger.warning("SiliconFlow /user/info for %s failed: %s", key.label, message)
             return
         key.account = info.id
+        if info.balance is not None:
+            self._note_balance(info.id, info.balance)
         held = (await self.state.removals()).get(key.label, frozenset())
         # A model refused before is tried again: nothing in /user/info says it still is.
         back = [INVALID, *(reason for reason in held if reason.startswith(_REFUSED))]
@@ -203,6 +178,19 @@ class KeyPool:
         else:
             back.append(NO_BALANCE)
         await self.state.put_back(key.label, back)
+
+    def _note_balance(self, account: str, balance: float) -> None:
+        self.balances[account] = balance
+        label = account_label(account)
+        if self._on_balance is not None:
+            self._on_balance(label, balance)
+        if self.low_balance_warning is not None and balance < self.low_balance_warning:
+            logger.warning(
+                "SiliconFlow account %s has %.2f left, below LOW_BALANCE_WARNING (%g)",
+                label,
+                balance,
+                self.low_balance_warning,
+            )
 
     async def choose(self, model: str) -> UpstreamKey:
         """A key for one call of `model`; counts it in flight until `release`."""
