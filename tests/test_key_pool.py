@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from sfproxy.fake_upstream import FakeSiliconFlow
+from sfproxy.settings import ConfigError, load_settings
 from sfproxy.upstream_accounts import account_label, key_label
 from sfproxy.upstream_keys import KeyPool
 from tests.support.inprocess import Running, in_process, service_settings
@@ -302,3 +303,63 @@ async def test_balances_become_gauges_and_a_low_one_is_logged(
     assert f'sfproxy_upstream_balance{{account="{a}"}} 0.25' in metrics
     for secret in ('"acct-a"', '"acct-b"', A1, A2, B1):
         assert secret not in metrics
+
+
+async def test_admin_upstream_lists_accounts_and_refuses_client_keys(
+    upstream: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    two_accounts(upstream)
+    upstream.accounts.set_balance("acct-b", 2)
+    admin, client = "admin-key-0123456789", "client-key-0123456789"
+    async with proxy(
+        upstream, tmp_path, [A1, A2, B1], admin_keys=admin, allow_client_keys=client
+    ) as running:
+        upstream.accounts.revoke(A2)
+        upstream.accounts.update("acct-b", images_per_minute=0)
+        for _ in range(3):
+            assert (
+                await running.http.post(
+                    "/v1/images/generations",
+                    json={"model": QWEN, "prompt": "a fox"},
+                    headers={"Authorization": f"Bearer {client}"},
+                )
+            ).status_code == 200
+        refused = [
+            await running.http.get("/admin/upstream", headers=headers)
+            for headers in ({}, {"Authorization": f"Bearer {client}"}, {"Authorization": "x"})
+        ]
+        listed = await running.http.get(
+            "/admin/upstream", headers={"Authorization": f"Bearer {admin}"}
+        )
+    assert [r.status_code for r in refused] == [401, 401, 401]
+    assert listed.status_code == 200
+    body = listed.json()
+    for key in (A1, A2, B1, admin, client):
+        assert key not in listed.text
+    assert (body["site"], body["probed"]) == ("cn", True)
+    accounts = {account["account"]: account for account in body["accounts"]}
+    a, b = accounts[account_label("acct-a")], accounts[account_label("acct-b")]
+    assert (a["grouped"], a["balance"], a["cooling_seconds"]) == (True, 100.0, None)
+    assert [(k["label"], k["state"], k["reasons"]) for k in a["keys"]] == [
+        (key_label(A1), "ok", []),
+        (key_label(A2), "out", ["invalid"]),
+    ]
+    assert b["balance"] == 2.0 and 0 < b["cooling_seconds"] <= 61
+    assert [(k["label"], k["state"]) for k in b["keys"]] == [(key_label(B1), "cooling")]
+
+
+async def test_admin_is_404_without_admin_keys(upstream: FakeSiliconFlow, tmp_path: Path) -> None:
+    two_accounts(upstream)
+    async with proxy(upstream, tmp_path, [A1, B1]) as running:
+        response = await running.http.get(
+            "/admin/upstream", headers={"Authorization": "Bearer anything"}
+        )
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "Invalid URL (GET /admin/upstream)."
+
+
+def test_a_key_cannot_be_both_admin_and_client() -> None:
+    with pytest.raises(ConfigError, match="ADMIN_KEYS must differ from every client key"):
+        load_settings(
+            _env_file=None, siliconflow_api_key="sk-x", admin_keys="k1 k2", allow_client_keys="k2"
+        )

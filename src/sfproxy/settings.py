@@ -157,6 +157,8 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
 
     metrics_token: SecretStr | None = None
+    # Keys for /admin/... (commas/whitespace), distinct from client keys; none: /admin is 404.
+    admin_keys: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     log_prompt_chars: int = Field(default=100, ge=0)
@@ -255,6 +257,9 @@ class Settings(BaseSettings):
     def _parse_json_settings(self) -> Settings:
         # Touching the properties parses the JSON settings now, so a bad value stops the start.
         _ = self.model_entries, self.model_pacing, self.client_overrides, self.catalogue
+        if set(self.admin_key_list) & set(self.client_keys):
+            # A client must never reach /admin, so no key may be both.
+            raise ValueError("ADMIN_KEYS must differ from every client key (ALLOW_CLIENT_KEYS)")
         return self
 
     @property
@@ -335,6 +340,11 @@ class Settings(BaseSettings):
         return int(self.max_image_mb * 1024 * 1024)
 
     @cached_property
+    def admin_key_list(self) -> tuple[str, ...]:
+        keys = split_list(self.admin_keys.get_secret_value()) if self.admin_keys else []
+        return tuple(dict.fromkeys(keys))
+
+    @cached_property
     def upstream_keys(self) -> tuple[str, ...]:
         """SILICONFLOW_API_KEY and SILICONFLOW_API_KEYS, merged in order, each key once."""
         merged: dict[str, None] = {}
@@ -365,6 +375,7 @@ class Settings(BaseSettings):
                 "access_tokens",
                 "access_keys",
                 "siliconflow_api_keys",
+                "admin_keys",
             ):
                 continue
             if isinstance(value, SecretStr):
@@ -372,6 +383,7 @@ class Settings(BaseSettings):
             elif isinstance(value, Path):
                 value = str(value)
             shown[name.upper()] = value
+        shown["admin keys"] = [mask(key) for key in self.admin_key_list] or "none (/admin off)"
         shown["upstream keys"] = [mask(key) for key in self.upstream_keys] or "none"
         shown["client keys"] = [mask(key) for key in self.client_keys] or "none (public API)"
         shown["models"] = [spec.id for spec in self.catalogue.listed]

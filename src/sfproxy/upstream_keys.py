@@ -22,6 +22,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -356,6 +357,31 @@ class KeyPool:
             f"{'s' if len(accounts) != 1 else ''}{self._removal_summary()}"
         )
         return bool(usable), line
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Accounts, their key labels, states and balances, for operators (no key, no id)."""
+        cooling, removals = await self.state.cooling(), await self.state.removals()
+        accounts: dict[str, dict[str, Any]] = {}
+        for key in self.keys:
+            account = accounts.setdefault(
+                key.account,
+                {
+                    "account": account_label(key.account),
+                    # False: /user/info could not be read, so the key stands alone for now.
+                    "grouped": key.account != key.label,
+                    "cooling_seconds": round(cooling[key.account], 1)
+                    if key.account in cooling
+                    else None,
+                    "balance": self.balances.get(key.account),
+                    "keys": [],
+                },
+            )
+            reasons = sorted(removals.get(key.label, ()))
+            state = "out" if reasons else "cooling" if key.account in cooling else "ok"
+            account["keys"].append(
+                {"label": key.label, "state": state, "reasons": reasons, "in_flight": key.in_flight}
+            )
+        return {"site": self.site, "probed": self.shared, "accounts": list(accounts.values())}
 
     def _removal_summary(self) -> str:
         out = Counter(

@@ -1,0 +1,34 @@
+"""`/admin/...`: what operators see, behind ADMIN_KEYS (never a client key).
+
+With no admin key configured the routes answer 404, as an unknown URL does, so a deployment
+that never asked for them does not show they exist.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from ..errors import AuthenticationError, NotFoundError
+from .common import ServicesDep
+
+router = APIRouter(tags=["admin"], include_in_schema=False)
+
+
+def require_admin(request: Request, admin_keys: tuple[str, ...]) -> None:
+    if not admin_keys:
+        raise NotFoundError(f"Invalid URL ({request.method} {request.url.path}).")
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    # Every key compared, so the time taken does not say which one was nearly right.
+    matches = [hmac.compare_digest(presented.encode(), key.encode()) for key in admin_keys]
+    if scheme.lower() != "bearer" or not any(matches):
+        raise AuthenticationError("/admin needs one of ADMIN_KEYS as a Bearer token.")
+
+
+@router.get("/admin/upstream")
+async def upstream(request: Request, services: ServicesDep) -> JSONResponse:
+    """The SiliconFlow accounts and keys the service uses: labels, states, balances."""
+    require_admin(request, services.settings.admin_key_list)
+    return JSONResponse(await services.client.keys.snapshot())
