@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,13 @@ A1, A2, B1 = "sk-acct-a-key-one-0001", "sk-acct-a-key-two-0002", "sk-acct-b-key-
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeSiliconFlow]:
     async with FakeSiliconFlow() as fake:
+        yield fake
+
+
+@pytest.fixture
+def upstream_thread() -> Iterator[FakeSiliconFlow]:
+    """A fake on its own thread, for a command run as a subprocess while the test waits."""
+    with FakeSiliconFlow() as fake:
         yield fake
 
 
@@ -363,3 +374,44 @@ def test_a_key_cannot_be_both_admin_and_client() -> None:
         load_settings(
             _env_file=None, siliconflow_api_key="sk-x", admin_keys="k1 k2", allow_client_keys="k2"
         )
+
+
+def test_the_upstream_command_lists_accounts_and_key_states(
+    upstream_thread: FakeSiliconFlow,
+) -> None:
+    fake = upstream_thread
+    two_accounts(fake)
+    fake.accounts.set_balance("acct-b", 0)
+    fake.accounts.revoke(A2)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "SF_BASE": fake.base_url,
+        "SILICONFLOW_API_KEYS": f"{A1} {A2} {B1}",
+    }
+    command = [sys.executable, "-m", "sfproxy", "upstream"]
+    shown = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [
+        "SiliconFlow (cn): 3 key(s) in 3 account(s)",
+        f"{account_label('acct-a')}  balance 100.00",
+        f"  {key_label(A1)}  ok",
+        # A key SiliconFlow refuses cannot tell its account: it stands alone.
+        f"{account_label(key_label(A2))}  balance unknown  (account unknown)",
+        f"  {key_label(A2)}  out (invalid)",
+        f"{account_label('acct-b')}  balance 0.00",
+        f"  {key_label(B1)}  out (no_balance)",
+    ]
+    fake.accounts.revoke(A1)
+    as_json = subprocess.run(
+        [*command, "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert as_json.returncode == 1
+    states = [
+        (key["label"], key["state"])
+        for account in json.loads(as_json.stdout)["accounts"]
+        for key in account["keys"]
+    ]
+    assert states == [(key_label(A1), "out"), (key_label(A2), "out"), (key_label(B1), "out")]
+    for key in (A1, A2, B1):
+        assert key not in shown.stdout + shown.stderr + as_json.stdout + as_json.stderr

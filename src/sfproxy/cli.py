@@ -1,8 +1,11 @@
-"""Commands: `serve` (production), `demo` (with the built-in fake SiliconFlow), `check-config`."""
+"""Commands: `serve` (production), `demo` (with the built-in fake SiliconFlow), `check-config`,
+`upstream` (the SiliconFlow accounts and keys, as SiliconFlow sees them now)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import resource
 import sys
@@ -66,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate the environment and print the effective configuration"
     )
     check.set_defaults(handler=_check_config)
+
+    upstream = commands.add_parser(
+        "upstream", help="probe the SiliconFlow keys: accounts, key states, balances"
+    )
+    upstream.add_argument("--json", action="store_true", help="print JSON")
+    upstream.set_defaults(handler=_upstream)
 
     fake = commands.add_parser(
         "fake-upstream", help="run only the built-in fake SiliconFlow (for tests and benchmarks)"
@@ -221,6 +230,49 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"\nwarning: {warning}")
     print("\nconfiguration is valid")
     return 0
+
+
+def _upstream(args: argparse.Namespace) -> int:
+    """Exit 0 when some key is usable, 1 when none is."""
+    settings = load_settings()
+    settings.require_upstream_key()
+    snapshot = asyncio.run(_probe_upstream(settings))
+    if args.json:
+        print(json.dumps(snapshot, indent=2))
+    else:
+        print(upstream_report(snapshot))
+    states = [key["state"] for account in snapshot["accounts"] for key in account["keys"]]
+    return 0 if "ok" in states else 1
+
+
+async def _probe_upstream(settings: Settings) -> dict[str, Any]:
+    from .siliconflow import SiliconFlowClient
+    from .upstream_accounts import site_of
+    from .upstream_keys import KeyPool
+
+    keys = KeyPool(settings.upstream_keys, site=site_of(settings.sf_base))
+    client = SiliconFlowClient(
+        settings.sf_base, keys, connect_timeout=settings.upstream_connect_timeout
+    )
+    async with client:
+        await keys.probe_all(client.user_info)
+        return await keys.snapshot()
+
+
+def upstream_report(snapshot: dict[str, Any]) -> str:
+    accounts = snapshot["accounts"]
+    keys = sum(len(account["keys"]) for account in accounts)
+    lines = [f"SiliconFlow ({snapshot['site']}): {keys} key(s) in {len(accounts)} account(s)"]
+    for account in accounts:
+        balance = account["balance"]
+        lines.append(
+            f"{account['account']}  balance {'unknown' if balance is None else f'{balance:.2f}'}"
+            f"{'' if account['grouped'] else '  (account unknown)'}"
+        )
+        for key in account["keys"]:
+            reasons = f" ({', '.join(key['reasons'])})" if key["reasons"] else ""
+            lines.append(f"  {key['label']}  {key['state']}{reasons}")
+    return "\n".join(lines)
 
 
 def _fake_upstream(args: argparse.Namespace) -> int:

@@ -124,6 +124,11 @@ class KeyPool:
             asyncio.create_task(self._every(self.balance_refresh_seconds, self.refresh_balances)),
         ]
 
+    async def probe_all(self, reader: UserInfoReader) -> None:
+        """Probe every key once, even a single one (for `sfproxy upstream`)."""
+        self._reader = reader
+        await self.probe(self.keys)
+
     async def close(self) -> None:
         for task in self._probing:
             task.cancel()
