@@ -323,7 +323,12 @@ async def test_admin_upstream_lists_accounts_and_refuses_client_keys(
     upstream.accounts.set_balance("acct-b", 2)
     admin, client = "admin-key-0123456789", "client-key-0123456789"
     async with proxy(
-        upstream, tmp_path, [A1, A2, B1], admin_keys=admin, allow_client_keys=client
+        upstream,
+        tmp_path,
+        [A1, A2, B1],
+        admin_keys=admin,
+        allow_client_keys=client,
+        model_limits='{"Qwen/Qwen-Image": {"images_per_minute": 5}}',
     ) as running:
         upstream.accounts.revoke(A2)
         upstream.accounts.update("acct-b", images_per_minute=0)
@@ -356,6 +361,9 @@ async def test_admin_upstream_lists_accounts_and_refuses_client_keys(
         (key_label(A2), "out", ["invalid"]),
     ]
     assert b["balance"] == 2.0 and 0 < b["cooling_seconds"] <= 61
+    # Only Qwen-Image has a budget; A made its three images, B's 429 made none.
+    assert a["budgets"] == {QWEN: {"limit": 5, "used": 3}}
+    assert b["budgets"] == {QWEN: {"limit": 5, "used": 0}}
     assert [(k["label"], k["state"]) for k in b["keys"]] == [(key_label(B1), "cooling")]
 
 

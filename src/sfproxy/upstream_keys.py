@@ -363,9 +363,11 @@ class KeyPool:
         )
         return bool(usable), line
 
-    async def snapshot(self) -> dict[str, Any]:
-        """Accounts, their key labels, states and balances, for operators (no key, no id)."""
+    async def snapshot(self, models: Sequence[str] = ()) -> dict[str, Any]:
+        """Accounts, their key labels, states, balances and, for those of `models` with a
+        budget, the images of the last minute against it: for operators (no key, no id)."""
         cooling, removals = await self.state.cooling(), await self.state.removals()
+        budgets = {model: limit for model in models if (limit := self._budget(model))}
         accounts: dict[str, dict[str, Any]] = {}
         for key in self.keys:
             account = accounts.setdefault(
@@ -378,6 +380,13 @@ class KeyPool:
                     if key.account in cooling
                     else None,
                     "balance": self.balances.get(key.account),
+                    "budgets": {
+                        model: {
+                            "limit": limit,
+                            "used": limit - await self._budget_left(key.account, model, limit),
+                        }
+                        for model, limit in budgets.items()
+                    },
                     "keys": [],
                 },
             )

@@ -31,4 +31,5 @@ def require_admin(request: Request, admin_keys: tuple[str, ...]) -> None:
 async def upstream(request: Request, services: ServicesDep) -> JSONResponse:
     """The SiliconFlow accounts and keys the service uses: labels, states, balances."""
     require_admin(request, services.settings.admin_key_list)
-    return JSONResponse(await services.client.keys.snapshot())
+    models = [spec.id for spec in services.catalogue.listed]
+    return JSONResponse(await services.client.keys.snapshot(models))
