@@ -13,11 +13,15 @@ import pytest
 def test_models_list_shape(client):
     models = client.models.list()
     ids = [model.id for model in models.data]
+    # The fake account's .cn models (discovered), in the site's order: Qwen-Image first.
     assert ids == [
         "Qwen/Qwen-Image",
         "Kwai-Kolors/Kolors",
         "Qwen/Qwen-Image-Edit",
         "Qwen/Qwen-Image-Edit-2509",
+        "Tongyi-MAI/Z-Image-Turbo",
+        "Tongyi-MAI/Z-Image",
+        "baidu/ERNIE-Image-Turbo",
     ]
     first = models.data[0]
     assert first.object == "model"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .auth import ClientKeys
 from .catalogue import Catalogue
 from .corridor import Corridor
+from .discovery import ModelDiscovery
 from .errors import ImageStoreError
 from .formats import OutputFormats
 from .generate import ImageGenerator
@@ -42,7 +43,8 @@ class _GenerationMetrics:
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    catalogue: Catalogue
+    # Holds the catalogue, which discovery may replace at run time.
+    models: ModelDiscovery
     keys: ClientKeys
     client: SiliconFlowClient
     store: ImageStore
@@ -52,6 +54,11 @@ class Services:
     metrics: Metrics
     counter: WindowCounter
     limits: ClientLimits
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """The catalogue as it is now: read it once per request."""
+        return self.models.current
 
     @classmethod
     @asynccontextmanager
@@ -63,7 +70,6 @@ class Services:
         upstream_session: SessionFactory | None = None,
     ) -> AsyncIterator[Services]:
         metrics = metrics or Metrics()
-        catalogue = settings.catalogue
         client = SiliconFlowClient(
             settings.sf_base,
             settings.require_upstream_key().get_secret_value(),
@@ -92,6 +98,9 @@ class Services:
             stack.push_async_callback(counter.close)
             await client.start()
             stack.push_async_callback(client.close)
+            models = ModelDiscovery(settings, client.list_models)
+            stack.push_async_callback(models.stop)
+            await models.start()
             await store.start()
             stack.push_async_callback(store.close)
             background = [asyncio.create_task(metrics.watch_event_loop())]
@@ -103,7 +112,7 @@ class Services:
             generator = ImageGenerator(
                 client,
                 store,
-                catalogue,
+                models,
                 parallel_calls=settings.parallel_calls,
                 pacer=pacer,
                 observer=_GenerationMetrics(metrics),
@@ -129,7 +138,7 @@ class Services:
             stack.push_async_callback(corridor.flights.close)
             yield cls(
                 settings=settings,
-                catalogue=catalogue,
+                models=models,
                 keys=ClientKeys(settings.client_keys),
                 client=client,
                 store=store,
