@@ -380,6 +380,7 @@ class Settings(BaseSettings):
                 value = str(value)
             shown[name.upper()] = value
         shown["client keys"] = [mask(key) for key in self.client_keys] or "none (public API)"
+        shown["site"] = self.site
         shown["models"] = [spec.id for spec in self.catalogue.listed]
         shown["model aliases"] = {
             alias: self.catalogue.resolve(alias, edit=False) for alias in self.catalogue.aliases
