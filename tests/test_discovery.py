@@ -18,11 +18,11 @@ from .support.inprocess import UPSTREAM_KEY, eventually, in_process, service_set
 CN_ORDER = [
     "Qwen/Qwen-Image",
     "Kwai-Kolors/Kolors",
-    "Qwen/Qwen-Image-Edit",
-    "Qwen/Qwen-Image-Edit-2509",
     "Tongyi-MAI/Z-Image-Turbo",
     "Tongyi-MAI/Z-Image",
     "baidu/ERNIE-Image-Turbo",
+    "Qwen/Qwen-Image-Edit",
+    "Qwen/Qwen-Image-Edit-2509",
 ]
 COM_BUILTIN = [spec.id for spec in SITE_MODELS["com"]]
 

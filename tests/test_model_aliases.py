@@ -70,11 +70,11 @@ def test_aliases_are_not_listed_unless_asked_for(client, start):
     assert [card.id for card in client.models.list()] == [
         "Qwen/Qwen-Image",
         "Kwai-Kolors/Kolors",
-        "Qwen/Qwen-Image-Edit",
-        "Qwen/Qwen-Image-Edit-2509",
         "Tongyi-MAI/Z-Image-Turbo",
         "Tongyi-MAI/Z-Image",
         "baidu/ERNIE-Image-Turbo",
+        "Qwen/Qwen-Image-Edit",
+        "Qwen/Qwen-Image-Edit-2509",
     ]
     listing = start(LIST_MODEL_ALIASES="true", MODEL_ALIASES="dall-e-3=Kwai-Kolors/Kolors")
     with openai.OpenAI(base_url=listing.api_base, api_key="unused", max_retries=0) as sdk:
@@ -226,9 +226,9 @@ def test_default_models_follow_the_listed_order():
         (
             "dall-e-3=Nope/Model",
             "MODEL_ALIASES: 'dall-e-3' points at 'Nope/Model', which is not listed (listed: "
-            "Qwen/Qwen-Image, Kwai-Kolors/Kolors, Qwen/Qwen-Image-Edit, "
-            "Qwen/Qwen-Image-Edit-2509, Tongyi-MAI/Z-Image-Turbo, Tongyi-MAI/Z-Image, "
-            "baidu/ERNIE-Image-Turbo; or use 'default')",
+            "Qwen/Qwen-Image, Kwai-Kolors/Kolors, Tongyi-MAI/Z-Image-Turbo, Tongyi-MAI/Z-Image, "
+            "baidu/ERNIE-Image-Turbo, Qwen/Qwen-Image-Edit, Qwen/Qwen-Image-Edit-2509; "
+            "or use 'default')",
         ),
         (
             '{"dall-e-3": 3}',

@@ -17,11 +17,11 @@ def test_models_list_shape(client):
     assert ids == [
         "Qwen/Qwen-Image",
         "Kwai-Kolors/Kolors",
-        "Qwen/Qwen-Image-Edit",
-        "Qwen/Qwen-Image-Edit-2509",
         "Tongyi-MAI/Z-Image-Turbo",
         "Tongyi-MAI/Z-Image",
         "baidu/ERNIE-Image-Turbo",
+        "Qwen/Qwen-Image-Edit",
+        "Qwen/Qwen-Image-Edit-2509",
     ]
     first = models.data[0]
     assert first.object == "model"

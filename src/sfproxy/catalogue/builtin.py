@@ -118,16 +118,17 @@ KONTEXT_MAX = _unverified(f"{_BFL}/FLUX.1-Kontext-max", 1_748_476_800, **_KONTEX
 
 # Defaults first: on .cn Qwen-Image (documented, and the default before sites existed), on
 # .com FLUX.1-schnell (documented, fast and cheap; Kolors is not offered there). The first
-# model needing an input image is the default edit model: Qwen-Image-Edit on both sites.
+# model needing an input image is the default edit model: Qwen-Image-Edit on both sites. Models
+# that make images from text come before those that edit, as the playground groups them.
 SITE_MODELS: dict[Site, tuple[ModelSpec, ...]] = {
     "cn": (
         QWEN_IMAGE,
         KOLORS,
-        QWEN_IMAGE_EDIT,
-        QWEN_IMAGE_EDIT_2509,
         Z_IMAGE_TURBO,
         Z_IMAGE,
         ERNIE_IMAGE_TURBO,
+        QWEN_IMAGE_EDIT,
+        QWEN_IMAGE_EDIT_2509,
     ),
     "com": (
         FLUX1_SCHNELL,
