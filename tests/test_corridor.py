@@ -176,8 +176,11 @@ async def test_the_upstream_session_is_injectable(fake, tmp_path):
     options = service_settings(fake, tmp_path)
     async with in_process(options, upstream_session=session_factory) as running:
         assert (await post_image(running)).status_code == 200
-    assert started[0] == fake.base_url + "/images/generations"
-    assert len(started) == 2  # the generation, then the download of its image
+    # First the account's model list (discovery, at start), then the generation and the
+    # download of its image.
+    assert started[0] == fake.base_url + "/models?type=image"
+    assert started[1] == fake.base_url + "/images/generations"
+    assert len(started) == 3
 
 
 async def _answer_after(event: asyncio.Event) -> ChatAnswer:

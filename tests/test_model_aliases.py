@@ -70,13 +70,16 @@ def test_aliases_are_not_listed_unless_asked_for(client, start):
     assert [card.id for card in client.models.list()] == [
         "Qwen/Qwen-Image",
         "Kwai-Kolors/Kolors",
+        "Tongyi-MAI/Z-Image-Turbo",
+        "Tongyi-MAI/Z-Image",
+        "baidu/ERNIE-Image-Turbo",
         "Qwen/Qwen-Image-Edit",
         "Qwen/Qwen-Image-Edit-2509",
     ]
     listing = start(LIST_MODEL_ALIASES="true", MODEL_ALIASES="dall-e-3=Kwai-Kolors/Kolors")
     with openai.OpenAI(base_url=listing.api_base, api_key="unused", max_retries=0) as sdk:
         cards = {card.id: card for card in sdk.models.list()}
-    assert list(cards)[4:] == list(BUILTIN_ALIASES)
+    assert list(cards)[7:] == list(BUILTIN_ALIASES)
     kolors = cards["dall-e-3"].model_extra or {}
     # An alias of one named model is that model on both endpoints.
     assert (kolors["alias_of"], "alias_of_edits" in kolors) == ("Kwai-Kolors/Kolors", False)
@@ -90,6 +93,10 @@ def test_models_have_their_release_dates(client):
         "Kwai-Kolors/Kolors": 1_720_224_000,  # 2024-07-06
         "Qwen/Qwen-Image-Edit": 1_755_475_200,  # 2025-08-18
         "Qwen/Qwen-Image-Edit-2509": 1_758_499_200,  # 2025-09-22
+        "Tongyi-MAI/Z-Image-Turbo": 1_764_201_600,  # 2025-11-27
+        # Undated: derived from the id.
+        "Tongyi-MAI/Z-Image": derived_created("Tongyi-MAI/Z-Image"),
+        "baidu/ERNIE-Image-Turbo": derived_created("baidu/ERNIE-Image-Turbo"),
     }
 
 
@@ -219,8 +226,9 @@ def test_default_models_follow_the_listed_order():
         (
             "dall-e-3=Nope/Model",
             "MODEL_ALIASES: 'dall-e-3' points at 'Nope/Model', which is not listed (listed: "
-            "Qwen/Qwen-Image, Kwai-Kolors/Kolors, Qwen/Qwen-Image-Edit, "
-            "Qwen/Qwen-Image-Edit-2509; or use 'default')",
+            "Qwen/Qwen-Image, Kwai-Kolors/Kolors, Tongyi-MAI/Z-Image-Turbo, Tongyi-MAI/Z-Image, "
+            "baidu/ERNIE-Image-Turbo, Qwen/Qwen-Image-Edit, Qwen/Qwen-Image-Edit-2509; "
+            "or use 'default')",
         ),
         (
             '{"dall-e-3": 3}',

@@ -13,9 +13,13 @@ import pytest
 def test_models_list_shape(client):
     models = client.models.list()
     ids = [model.id for model in models.data]
+    # The fake account's .cn models (discovered), in the site's order: Qwen-Image first.
     assert ids == [
         "Qwen/Qwen-Image",
         "Kwai-Kolors/Kolors",
+        "Tongyi-MAI/Z-Image-Turbo",
+        "Tongyi-MAI/Z-Image",
+        "baidu/ERNIE-Image-Turbo",
         "Qwen/Qwen-Image-Edit",
         "Qwen/Qwen-Image-Edit-2509",
     ]

@@ -210,7 +210,13 @@ def test_readyz(proxy):
     assert response.status_code == 200
     assert response.json() == {
         "status": "ready",
-        "checks": {"configuration": "ok", "image_store": "ok", "redis": "not configured"},
+        "checks": {
+            "configuration": "ok",
+            "image_store": "ok",
+            "redis": "not configured",
+            # The fake account's .cn models, read at start.
+            "models": "discovered: 7 image models",
+        },
     }
 
 

@@ -247,10 +247,9 @@ def _upstream(args: argparse.Namespace) -> int:
 
 async def _probe_upstream(settings: Settings) -> dict[str, Any]:
     from .siliconflow import SiliconFlowClient
-    from .upstream_accounts import site_of
     from .upstream_keys import KeyPool
 
-    keys = KeyPool(settings.upstream_keys, site=site_of(settings.sf_base))
+    keys = KeyPool(settings.upstream_keys, site=settings.site)
     client = SiliconFlowClient(
         settings.sf_base, keys, connect_timeout=settings.upstream_connect_timeout
     )

@@ -22,7 +22,7 @@ from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .catalogue import Catalogue, ModelSpec, fit_size
+from .catalogue import Catalogue, CatalogueSource, FixedCatalogue, ModelSpec, fit_size
 from .errors import (
     ImageStoreError,
     InvalidRequestError,
@@ -185,7 +185,7 @@ class ImageGenerator:
         self,
         client: SiliconFlowClient,
         store: ImageStore,
-        catalogue: Catalogue,
+        catalogue: Catalogue | CatalogueSource,
         *,
         parallel_calls: int = 4,
         pacer: Pacer | None = None,
@@ -195,7 +195,10 @@ class ImageGenerator:
     ) -> None:
         self.client = client
         self.store = store
-        self.catalogue = catalogue
+        # Discovery may replace the catalogue: it is read through its holder on each request.
+        self._catalogues: CatalogueSource = (
+            FixedCatalogue(catalogue) if isinstance(catalogue, Catalogue) else catalogue
+        )
         self.parallel_calls = parallel_calls
         # IMAGE_FORMAT and IMAGE_COMPRESSION: for requests that ask for no format or quality.
         self.formats = formats or OutputFormats()
@@ -203,13 +206,23 @@ class ImageGenerator:
         self.observer: Observer = observer or _Unobserved()
         self._random_seed = random_seed
 
+    @property
+    def catalogue(self) -> Catalogue:
+        return self._catalogues.current
+
     def payload_for(self, job: ImageJob, spec: ModelSpec) -> tuple[dict[str, Any], str | None]:
         """The upstream body shared by every call of the job, and the image_size it holds."""
         payload: dict[str, Any] = {"model": job.model, "prompt": job.prompt}
         size = (job.image_size or fit_size(spec, job.size)) if spec.takes_image_size else None
         if size is not None:
             payload["image_size"] = size
-        for param in ("num_inference_steps", "guidance_scale", "cfg", "negative_prompt"):
+        for param in (
+            "num_inference_steps",
+            "guidance_scale",
+            "cfg",
+            "negative_prompt",
+            "prompt_enhancement",
+        ):
             value = getattr(job, param)
             if value is not None and spec.accepts(param):
                 payload[param] = value

@@ -78,6 +78,8 @@ class ImageJob:
     guidance_scale: float | None = None
     cfg: float | None = None
     negative_prompt: str | None = None
+    # SiliconFlow's prompt rewriting (.com), for the models whose entry accepts it.
+    prompt_enhancement: bool | None = None
     # What the stored and answered images are converted to (None: as SiliconFlow made them).
     output_format: OutputFormat | None = None
     output_compression: int | None = None
@@ -116,6 +118,7 @@ class ImageJob:
             "guidance_scale": params.guidance_scale,
             "cfg": params.cfg,
             "negative_prompt": params.negative_prompt,
+            "prompt_enhancement": params.prompt_enhancement,
             "output_format": params.output_format,
             "output_compression": params.output_compression,
             "quality": params.quality,

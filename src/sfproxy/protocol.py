@@ -97,6 +97,11 @@ class ImageParams(_Request):
         description="An aspect ratio such as 16:9; used when size is absent.",
         validation_alias=AliasChoices("sf_aspect_ratio", "aspect_ratio"),
     )
+    prompt_enhancement: bool | None = Field(
+        default=None,
+        description="SiliconFlow rewrites the prompt first; sent to the models that take it.",
+        validation_alias=AliasChoices("sf_prompt_enhancement", "prompt_enhancement"),
+    )
 
     # OpenAI's gpt-image fields (see README, "Response format"). Sent by clients written for
     # gpt-image-1: `output_format`/`output_compression` are honoured, the others reported back.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .auth import ClientKeys
 from .catalogue import Catalogue
 from .corridor import Corridor
+from .discovery import ModelDiscovery
 from .errors import ImageStoreError
 from .formats import OutputFormats
 from .generate import ImageGenerator
@@ -24,7 +25,6 @@ from .settings import Settings
 from .siliconflow import SessionFactory, SiliconFlowClient
 from .store import ImageStore, NoImageStore
 from .store.local import LocalImageStore
-from .upstream_accounts import site_of
 from .upstream_keys import KeyPool
 from .upstream_state import RedisPoolState
 
@@ -45,7 +45,8 @@ class _GenerationMetrics:
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    catalogue: Catalogue
+    # Holds the catalogue, which discovery may replace at run time.
+    models: ModelDiscovery
     keys: ClientKeys
     client: SiliconFlowClient
     store: ImageStore
@@ -55,6 +56,11 @@ class Services:
     metrics: Metrics
     counter: WindowCounter
     limits: ClientLimits
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """The catalogue as it is now: read it once per request."""
+        return self.models.current
 
     @classmethod
     @asynccontextmanager
@@ -66,7 +72,6 @@ class Services:
         upstream_session: SessionFactory | None = None,
     ) -> AsyncIterator[Services]:
         metrics = metrics or Metrics()
-        catalogue = settings.catalogue
         settings.require_upstream_key()
         store = make_store(settings)
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
@@ -83,7 +88,7 @@ class Services:
         )
         keys = KeyPool(
             settings.upstream_keys,
-            site=site_of(settings.sf_base),
+            site=settings.site,
             counter=counter,
             images_per_minute=lambda model: pacer.limits(model)[1],
             cooldown_seconds=settings.upstream_key_cooldown_seconds,
@@ -113,6 +118,9 @@ class Services:
             await client.start()
             stack.push_async_callback(client.close)
             await keys.start(client.user_info)
+            models = ModelDiscovery(settings, client.list_models)
+            stack.push_async_callback(models.stop)
+            await models.start()
             await store.start()
             stack.push_async_callback(store.close)
             background = [asyncio.create_task(metrics.watch_event_loop())]
@@ -124,7 +132,7 @@ class Services:
             generator = ImageGenerator(
                 client,
                 store,
-                catalogue,
+                models,
                 parallel_calls=settings.parallel_calls,
                 pacer=pacer,
                 observer=_GenerationMetrics(metrics),
@@ -150,7 +158,7 @@ class Services:
             stack.push_async_callback(corridor.flights.close)
             yield cls(
                 settings=settings,
-                catalogue=catalogue,
+                models=models,
                 keys=ClientKeys(settings.client_keys),
                 client=client,
                 store=store,

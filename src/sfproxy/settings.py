@@ -12,6 +12,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -27,7 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .aliases import parse_aliases
-from .catalogue import Catalogue, ModelSpec
+from .catalogue import SITE_HOSTS, Catalogue, ModelSpec, Site
 from .images import DEFAULT_QUALITY
 
 _SPLIT = re.compile(r"[\s,]+")
@@ -76,6 +77,10 @@ class Settings(BaseSettings):
     balance_refresh_seconds: float = Field(default=600.0, gt=0)
     low_balance_warning: float | None = Field(default=None, ge=0)
     sf_base: str = "https://api.siliconflow.cn/v1"
+    # cn or com; unset: from SF_BASE's host (`site`).
+    sf_site: Literal["cn", "com"] | None = None
+    # Re-read the account's image models this often (0: only at start).
+    model_refresh_seconds: float = Field(default=3600.0, ge=0)
     provider_label: str = "SiliconFlow"
 
     # Proxy access keys. All five names are merged; each holds one or more keys.
@@ -235,6 +240,13 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("sf_site", mode="before")
+    @classmethod
+    def _site_name(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.strip().lower().removeprefix(".") or None
+
     @field_validator("image_format", mode="before")
     @classmethod
     def _format_name(cls, value: Any) -> Any:
@@ -313,9 +325,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"MODELS_JSON has an invalid entry ({details})") from None
         return list(split_list(self.models))
 
+    @property
+    def site(self) -> Site:
+        """The SiliconFlow site: SF_SITE, else `com` for a siliconflow.com host, else `cn`."""
+        if self.sf_site is not None:
+            return self.sf_site
+        host = (urlsplit(self.sf_base).hostname or "").lower()
+        com = SITE_HOSTS["com"]
+        return "com" if host == com or host.endswith("." + com) else "cn"
+
+    @property
+    def models_configured(self) -> bool:
+        """MODELS or MODELS_JSON lists the models: discovery then only warns."""
+        return bool(self.model_entries)
+
     @cached_property
     def catalogue(self) -> Catalogue:
-        return Catalogue(self.model_entries, self.alias_entries)
+        """The configured models, or the site's built-in list (before, or without, discovery)."""
+        return Catalogue(self.model_entries, self.alias_entries, site=self.site)
 
     @cached_property
     def client_keys(self) -> tuple[str, ...]:
@@ -386,6 +413,7 @@ class Settings(BaseSettings):
         shown["admin keys"] = [mask(key) for key in self.admin_key_list] or "none (/admin off)"
         shown["upstream keys"] = [mask(key) for key in self.upstream_keys] or "none"
         shown["client keys"] = [mask(key) for key in self.client_keys] or "none (public API)"
+        shown["site"] = self.site
         shown["models"] = [spec.id for spec in self.catalogue.listed]
         shown["model aliases"] = {
             alias: self.catalogue.resolve(alias, edit=False) for alias in self.catalogue.aliases

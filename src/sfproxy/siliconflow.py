@@ -46,6 +46,8 @@ T = TypeVar("T")
 # Builds the client's session from its timeouts: the seam tests use for the transport.
 SessionFactory = Callable[[aiohttp.ClientTimeout], aiohttp.ClientSession]
 TRACE_HEADER = "x-siliconcloud-trace-id"
+# Listing models is a quick read; a SiliconFlow that takes longer is treated as down.
+MODEL_LIST_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +340,31 @@ class SiliconFlowClient:
             text = text.replace(key, key_label(key))
         return text
 
+    async def list_models(self, *, timeout: float = MODEL_LIST_TIMEOUT) -> list[str]:
+        """The ids of the image models this account can use (`GET /models?type=image`).
+
+        One attempt with a short deadline: the caller (discovery.py) falls back and tries
+        again later, so nothing waits on SiliconFlow here.
+        """
+        url = f"{self.base_url}/models"
+        # Listing costs nothing: any key not known to be invalid will do.
+        headers = {"Authorization": f"Bearer {self.keys.key_for_reading()}"}
+        request = self._request(
+            "GET",
+            url,
+            params={"type": "image"},
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )
+        # Its timeout message names the short deadline, not the generations' one.
+        request.timeout = timeout
+        async with request as response:
+            raw = await self._read(response)
+            if response.status != 200:
+                trace_id = response.headers.get(TRACE_HEADER)
+                raise self._error_for(response.status, raw, response.headers, trace_id)
+        return _parse_model_ids(raw)
+
 
 class EnvironmentProxies:
     """HTTP(S)_PROXY and NO_PROXY, read once, decided once per host."""
@@ -369,13 +396,13 @@ class _GuardedRequest:
         kwargs: dict[str, Any],
     ) -> None:
         self._context = session.request(method, url, **kwargs)
-        self._timeout = timeout
+        self.timeout = timeout
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         try:
             return await self._context.__aenter__()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise transport_failure(exc, self._timeout) from None
+            raise transport_failure(exc, self.timeout) from None
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self._context.__aexit__(*exc_info)
@@ -459,3 +486,16 @@ def _error_message(raw: bytes) -> tuple[str, int | None]:
             code if isinstance(code, int) else None,
         )
     return text[:300] or "no details given", None
+
+
+def _parse_model_ids(raw: bytes) -> list[str]:
+    """`{"object": "list", "data": [{"id": ...}, ...]}`, read defensively."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamBadResponseError("SiliconFlow's model list was not valid JSON.") from None
+    items = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise UpstreamBadResponseError("SiliconFlow's model list held no `data` list.")
+    ids = [item.get("id") for item in items if isinstance(item, dict)]
+    return [model_id for model_id in ids if isinstance(model_id, str) and model_id]

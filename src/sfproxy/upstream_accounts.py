@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import orjson
 
@@ -17,12 +16,6 @@ FREE_MODELS: dict[str, frozenset[str]] = {
     "cn": frozenset({"Kwai-Kolors/Kolors"}),
     "com": frozenset(),
 }
-
-
-def site_of(base_url: str) -> str:
-    """`com` for siliconflow.com, else `cn` (the default SF_BASE)."""
-    host = urlsplit(base_url).hostname or ""
-    return "com" if host == "siliconflow.com" or host.endswith(".siliconflow.com") else "cn"
 
 
 def is_free_model(model: str, site: str) -> bool:

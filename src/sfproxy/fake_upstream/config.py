@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from .images import IMAGE_FORMATS, ImageFormat
 
@@ -29,6 +29,10 @@ class ModelRule:
     # The `output_format` values the model takes (FLUX.2: png, jpeg). Other models refuse it
     # here, so a test sees the proxy send it only to the models that take it.
     output_formats: tuple[ImageFormat, ...] = ()
+    # The only `image_size` values it takes (FLUX.2-pro); empty: any size in range.
+    sizes: tuple[tuple[int, int], ...] = ()
+    # `prompt_enhancement` (the .com FLUX models); other models refuse it here, as above.
+    takes_prompt_enhancement: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelRule:
@@ -47,11 +51,17 @@ class ModelRule:
         if "default_size" in values:
             width, height = values["default_size"]
             values["default_size"] = (int(width), int(height))
+        if "sizes" in values:
+            values["sizes"] = tuple((int(width), int(height)) for width, height in values["sizes"])
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+_BFL = "black-forest-labs"
+_KONTEXT = ModelRule(image_fields=("image",), min_images=1, takes_prompt_enhancement=True)
+_FLUX1 = ModelRule(takes_prompt_enhancement=True)
 
 BUILTIN_MODELS: Mapping[str, ModelRule] = {
     "Kwai-Kolors/Kolors": ModelRule(
@@ -61,6 +71,51 @@ BUILTIN_MODELS: Mapping[str, ModelRule] = {
     "Qwen/Qwen-Image-Edit": ModelRule(image_fields=("image",), min_images=1, sizes_from_input=True),
     "Qwen/Qwen-Image-Edit-2509": ModelRule(
         image_fields=("image", "image2", "image3"), min_images=1, sizes_from_input=True
+    ),
+    "Tongyi-MAI/Z-Image": ModelRule(),
+    "Tongyi-MAI/Z-Image-Turbo": ModelRule(),
+    "baidu/ERNIE-Image-Turbo": ModelRule(),
+    f"{_BFL}/FLUX.1-dev": _FLUX1,
+    f"{_BFL}/FLUX.1-schnell": _FLUX1,
+    f"{_BFL}/FLUX-1.1-pro": _FLUX1,
+    f"{_BFL}/FLUX-1.1-pro-Ultra": _FLUX1,
+    f"{_BFL}/FLUX.1-Kontext-pro": _KONTEXT,
+    f"{_BFL}/FLUX.1-Kontext-dev": _KONTEXT,
+    f"{_BFL}/FLUX.1-Kontext-max": _KONTEXT,
+    f"{_BFL}/FLUX.2-pro": ModelRule(
+        default_size=(512, 512),
+        sizes=((512, 512), (768, 1024), (1024, 768), (576, 1024), (1024, 576)),
+        output_formats=("png", "jpeg"),
+        takes_prompt_enhancement=True,
+    ),
+    f"{_BFL}/FLUX.2-flex": ModelRule(output_formats=("png", "jpeg"), takes_prompt_enhancement=True),
+}
+
+# The image models each site's accounts have (siliconflow-api.md, "Models by site").
+Site = Literal["cn", "com"]
+SITE_MODELS: Mapping[Site, tuple[str, ...]] = {
+    "cn": (
+        "Kwai-Kolors/Kolors",
+        "Qwen/Qwen-Image",
+        "Qwen/Qwen-Image-Edit",
+        "Qwen/Qwen-Image-Edit-2509",
+        "Tongyi-MAI/Z-Image",
+        "Tongyi-MAI/Z-Image-Turbo",
+        "baidu/ERNIE-Image-Turbo",
+    ),
+    "com": (
+        f"{_BFL}/FLUX.1-dev",
+        f"{_BFL}/FLUX.1-schnell",
+        f"{_BFL}/FLUX.1-Kontext-pro",
+        f"{_BFL}/FLUX.1-Kontext-dev",
+        f"{_BFL}/FLUX.1-Kontext-max",
+        f"{_BFL}/FLUX-1.1-pro",
+        f"{_BFL}/FLUX-1.1-pro-Ultra",
+        f"{_BFL}/FLUX.2-pro",
+        f"{_BFL}/FLUX.2-flex",
+        "Qwen/Qwen-Image",
+        "Qwen/Qwen-Image-Edit",
+        "Tongyi-MAI/Z-Image-Turbo",
     ),
 }
 
@@ -82,7 +137,13 @@ class FakeConfig:
     # None accepts any Bearer token.
     api_key: str | None = "sk-fake-upstream"
     # Model id -> rule. update() also takes a rule's JSON form, or a built-in model id to copy.
+    # Usable and listed on every site.
     extra_models: dict[str, ModelRule] = field(default_factory=dict)
+    # Whose accounts the fake plays: the site's models are listed and usable, no others.
+    site: Site = "cn"
+    # Replaces the site's list (ids without a rule are plain text-to-image models); None: the
+    # site's own.
+    listed_models: tuple[str, ...] | None = None
     # How long image URLs stay valid, as SiliconFlow's signed links do.
     url_ttl: float = 3600.0
     # Recorded bodies hold input images, so the record is bounded (0 records nothing).
@@ -98,7 +159,10 @@ class FakeConfig:
             setattr(self, name, value)
 
     def models(self) -> dict[str, ModelRule]:
-        return {**BUILTIN_MODELS, **self.extra_models}
+        """What the account can use: the listed models and the extra ones."""
+        listed = self.listed_models if self.listed_models is not None else SITE_MODELS[self.site]
+        usable = {model: BUILTIN_MODELS.get(model, ModelRule()) for model in listed}
+        return {**usable, **self.extra_models}
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -131,6 +195,16 @@ def _check(name: str, value: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise ValueError("api_key must be a string or None")
         return value
+    if name == "site":
+        if value not in SITE_MODELS:
+            raise ValueError(f"site must be one of {sorted(SITE_MODELS)}")
+        return cast(Site, value)
+    if name == "listed_models":
+        if value is None:
+            return None
+        if isinstance(value, str) or not all(isinstance(model, str) and model for model in value):
+            raise ValueError("listed_models must be None or a list of model ids")
+        return tuple(value)
     if name == "extra_models":
         if not isinstance(value, Mapping):
             raise ValueError("extra_models must be a mapping of model id to rule")

@@ -9,13 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 FaultKind = Literal["status", "hang", "drop", "malformed", "corrupt", "no_images", "expired_images"]
-FaultTarget = Literal["generate", "download"]
+FaultTarget = Literal["generate", "download", "models"]
 
 _KINDS_BY_TARGET: dict[str, frozenset[str]] = {
     "generate": frozenset(get_args(FaultKind)) - {"corrupt"},
     # Downloads have no JSON to empty, and `malformed` there means a truncated image;
     # `corrupt`, an image whole in its structure whose pixels no decoder can read.
     "download": frozenset({"status", "hang", "drop", "malformed", "corrupt"}),
+    # `GET /v1/models`; `malformed` there is a body that is not JSON.
+    "models": frozenset({"status", "hang", "drop", "malformed"}),
 }
 _PARAMS: dict[str, frozenset[str]] = {
     "status": frozenset({"status", "message", "body", "retry_after"}),

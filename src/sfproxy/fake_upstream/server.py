@@ -18,6 +18,7 @@ from .control import add_control_routes
 from .faults import Fault, FaultTarget
 from .files import new_file_name
 from .images import ImageRenderer, RenderedImage, render_size
+from .models import add_model_routes
 from .openai_images import (
     OPENAI_GENERATIONS_PATH,
     InvalidOpenAIRequest,
@@ -57,6 +58,7 @@ def create_app(
     app.router.add_get("/files/{name}", api.download)
     add_control_routes(app, state)
     add_account_routes(app, state.accounts)
+    add_model_routes(app, state, closing)
     return app
 
 

@@ -79,6 +79,10 @@ def check_generation(body: Any, models: Mapping[str, ModelRule]) -> Generation:
         width, height = first_input_size or _FALLBACK_EDIT_SIZE
     else:
         width, height = _image_size(body) or rule.default_size
+        if rule.sizes and (width, height) not in rule.sizes:
+            allowed = ", ".join(f"{w}x{h}" for w, h in rule.sizes)
+            raise InvalidRequest(f"Invalid parameter image_size: must be one of {allowed}")
+    _prompt_enhancement(body, rule)
 
     count = (batch_size or 1) if rule.honours_batch_size else 1
     return Generation(model, prompt, seed, count, width, height, _output_format(body, rule))
@@ -96,6 +100,16 @@ def _output_format(body: Mapping[str, Any], rule: ModelRule) -> ImageFormat | No
     raise InvalidRequest(
         f"Invalid parameter output_format: must be one of {', '.join(rule.output_formats)}"
     )
+
+
+def _prompt_enhancement(body: Mapping[str, Any], rule: ModelRule) -> None:
+    value = body.get("prompt_enhancement")
+    if value is None:
+        return
+    if not rule.takes_prompt_enhancement:
+        raise InvalidRequest("Invalid parameter prompt_enhancement: this model does not take it")
+    if not isinstance(value, bool):
+        raise InvalidRequest("Invalid parameter prompt_enhancement: must be a boolean")
 
 
 def _integer(body: Mapping[str, Any], name: str, low: int, high: int) -> int | None:

@@ -93,6 +93,8 @@ async def check_readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     warning = link_warning(services.settings)
     if warning is not None:
         checks["public_base_url"] = warning
+    # Informational: a failed discovery leaves the built-in list serving, still ready.
+    checks["models"] = services.models.status
     for name, probe in probes.items():
         try:
             await asyncio.wait_for(probe(), CHECK_TIMEOUT)

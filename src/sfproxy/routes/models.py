@@ -13,9 +13,14 @@ from .common import ERROR_RESPONSES, ClientDep, ServicesDep, json_response
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-def model_card(spec: ModelSpec) -> ModelCard:
+def model_card(catalogue: Catalogue, spec: ModelSpec) -> ModelCard:
+    """`source`: discovered from the account, configured (MODELS), or the built-in list."""
     return ModelCard(
-        id=spec.id, created=spec.created_at, owned_by=spec.owned_by, **spec.public_fields()
+        id=spec.id,
+        created=spec.created_at,
+        owned_by=spec.owned_by,
+        source=catalogue.source,
+        **spec.public_fields(),
     )
 
 
@@ -32,6 +37,7 @@ def alias_card(catalogue: Catalogue, alias: str) -> ModelCard:
         created=generation.created_at,
         owned_by=generation.owned_by,
         alias_of=generation.id,
+        source=catalogue.source,
         **extra,
         **generation.public_fields(),
     )
@@ -40,7 +46,7 @@ def alias_card(catalogue: Catalogue, alias: str) -> ModelCard:
 @router.get("/models", response_model=ModelList, responses=ERROR_RESPONSES, summary="List models")
 async def list_models(services: ServicesDep, _client: ClientDep) -> Response:
     catalogue = services.catalogue
-    cards = [model_card(spec) for spec in catalogue.listed]
+    cards = [model_card(catalogue, spec) for spec in catalogue.listed]
     if services.settings.list_model_aliases:
         cards += [alias_card(catalogue, alias) for alias in catalogue.aliases]
     return json_response(ModelList(data=cards))
@@ -59,7 +65,7 @@ async def get_model(model_id: str, services: ServicesDep, _client: ClientDep) ->
     catalogue = services.catalogue
     spec = catalogue.listed_spec(model_id)
     if spec is not None:
-        return json_response(model_card(spec))
+        return json_response(model_card(catalogue, spec))
     # Answered whether or not LIST_MODEL_ALIASES lists them: clients check the name they use.
     if model_id in catalogue.aliases:
         return json_response(alias_card(catalogue, model_id))
