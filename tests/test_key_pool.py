@@ -365,6 +365,14 @@ async def test_admin_upstream_lists_accounts_and_refuses_client_keys(
     assert a["budgets"] == {QWEN: {"limit": 5, "used": 3}}
     assert b["budgets"] == {QWEN: {"limit": 5, "used": 0}}
     assert [(k["label"], k["state"]) for k in b["keys"]] == [(key_label(B1), "cooling")]
+    listed = [spec.id for spec in running.services.catalogue.listed]
+    assert body["models"] == {
+        "source": "discovered",
+        "status": running.services.models.status,
+        "listed": listed,
+        "account": running.services.models.account_models,
+    }
+    assert body["models"]["account"] is not None and QWEN in body["models"]["listed"]
 
 
 async def test_admin_is_404_without_admin_keys(upstream: FakeSiliconFlow, tmp_path: Path) -> None:
@@ -409,6 +417,9 @@ def test_the_upstream_command_lists_accounts_and_key_states(
         f"  {key_label(A2)}  out (invalid)",
         f"{account_label('acct-b')}  balance 0.00",
         f"  {key_label(B1)}  out (no_balance)",
+        "image models of the account: Kwai-Kolors/Kolors, Qwen/Qwen-Image, "
+        "Qwen/Qwen-Image-Edit, Qwen/Qwen-Image-Edit-2509, Tongyi-MAI/Z-Image, "
+        "Tongyi-MAI/Z-Image-Turbo, baidu/ERNIE-Image-Turbo",
     ]
     fake.accounts.revoke(A1)
     as_json = subprocess.run(
@@ -421,5 +432,10 @@ def test_the_upstream_command_lists_accounts_and_key_states(
         for key in account["keys"]
     ]
     assert states == [(key_label(A1), "out"), (key_label(A2), "out"), (key_label(B1), "out")]
+    # An empty account still lists its models: B1 is not invalid, only out of balance.
+    assert json.loads(as_json.stdout)["models"]["account"][:2] == [
+        "Kwai-Kolors/Kolors",
+        "Qwen/Qwen-Image",
+    ]
     for key in (A1, A2, B1):
         assert key not in shown.stdout + shown.stderr + as_json.stdout + as_json.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from . import __version__
+from .errors import ProxyError
 from .links import link_warning
 from .observability import configure_logging
 from .server import GuardedHttpToolsProtocol
@@ -255,7 +256,12 @@ async def _probe_upstream(settings: Settings) -> dict[str, Any]:
     )
     async with client:
         await keys.probe_all(client.user_info)
-        return await keys.snapshot()
+        snapshot = await keys.snapshot()
+        try:
+            snapshot["models"] = {"account": await client.list_models()}
+        except ProxyError as exc:
+            snapshot["models"] = {"account": None, "error": exc.message}
+        return snapshot
 
 
 def upstream_report(snapshot: dict[str, Any]) -> str:
@@ -271,6 +277,11 @@ def upstream_report(snapshot: dict[str, Any]) -> str:
         for key in account["keys"]:
             reasons = f" ({', '.join(key['reasons'])})" if key["reasons"] else ""
             lines.append(f"  {key['label']}  {key['state']}{reasons}")
+    models = snapshot.get("models", {})
+    if models.get("account") is not None:
+        lines.append(f"image models of the account: {', '.join(models['account']) or 'none'}")
+    elif "error" in models:
+        lines.append(f"image models of the account: unknown ({models['error']})")
     return "\n".join(lines)
 
 

@@ -29,7 +29,16 @@ def require_admin(request: Request, admin_keys: tuple[str, ...]) -> None:
 
 @router.get("/admin/upstream")
 async def upstream(request: Request, services: ServicesDep) -> JSONResponse:
-    """The SiliconFlow accounts and keys the service uses: labels, states, balances."""
+    """The SiliconFlow accounts and keys the service uses (labels, states, balances), and the
+    models: where the list came from, what is listed, and what the account offered."""
     require_admin(request, services.settings.admin_key_list)
-    models = [spec.id for spec in services.catalogue.listed]
-    return JSONResponse(await services.client.keys.snapshot(models))
+    catalogue = services.catalogue
+    models = [spec.id for spec in catalogue.listed]
+    snapshot = await services.client.keys.snapshot(models)
+    snapshot["models"] = {
+        "source": catalogue.source,
+        "status": services.models.status,
+        "listed": models,
+        "account": services.models.account_models,
+    }
+    return JSONResponse(snapshot)
