@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sfproxy.siliconflow import EnvironmentProxies
+from sfproxy.upstream_transport import EnvironmentProxies
 
 
 def test_proxies_come_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:

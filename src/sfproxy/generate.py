@@ -32,9 +32,10 @@ from .errors import (
 from .formats import OutputFormats
 from .plan import INPUT_IMAGE_FIELDS, MAX_SEED, ImageJob, Plan
 from .retries import MAX_RETRY_WAIT
-from .siliconflow import SiliconFlowClient, UpstreamImages
+from .siliconflow import SiliconFlowClient
 from .store import ImageStore
 from .timing import Clock
+from .upstream_wire import UpstreamImages
 
 
 @dataclass(slots=True)

@@ -13,11 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -32,13 +29,20 @@ from .errors import (
     UpstreamRateLimitError,
     UpstreamRejectedError,
     UpstreamServerError,
-    UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
 from .images import looks_complete, sniff_media_type
 from .retries import MAX_RETRY_WAIT, RetryPolicy, retry_after_seconds
 from .upstream_accounts import AccountInfo, key_label, parse_user_info
 from .upstream_keys import KeyPool
+from .upstream_transport import EnvironmentProxies, GuardedRequest, transport_failure
+from .upstream_wire import (
+    UpstreamImages,
+    error_message,
+    parse_images,
+    parse_model_ids,
+    says_balance_is_spent,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +52,6 @@ SessionFactory = Callable[[aiohttp.ClientTimeout], aiohttp.ClientSession]
 TRACE_HEADER = "x-siliconcloud-trace-id"
 # Listing models is a quick read; a SiliconFlow that takes longer is treated as down.
 MODEL_LIST_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamImages:
-    urls: list[str]
-    seed: int | None
-    inference_seconds: float | None
-    trace_id: str | None
 
 
 class UpstreamObserver(Protocol):
@@ -236,7 +232,7 @@ class SiliconFlowClient:
             trace_id = response.headers.get(TRACE_HEADER)
             if response.status != 200:
                 raise self._error_for(response.status, raw, response.headers, trace_id)
-        return _parse_images(raw, trace_id)
+        return parse_images(raw, trace_id)
 
     async def _download_once(self, url: str) -> tuple[bytes, str]:
         async with self._request("GET", url) as response:
@@ -263,11 +259,11 @@ class SiliconFlowClient:
             raise UpstreamConnectionError("SiliconFlow's image arrived cut off.")
         return data, media_type
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> _GuardedRequest:
+    def _request(self, method: str, url: str, **kwargs: Any) -> GuardedRequest:
         proxy = self._proxies.proxy_for(url)
         if proxy is not None:
             kwargs["proxy"] = proxy
-        return _GuardedRequest(self.session, method, url, self._timeout_seconds, kwargs)
+        return GuardedRequest(self.session, method, url, self._timeout_seconds, kwargs)
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         try:
@@ -278,7 +274,7 @@ class SiliconFlowClient:
     def _error_for(
         self, status: int, raw: bytes, headers: Any, trace_id: str | None
     ) -> UpstreamError:
-        message, upstream_code = _error_message(raw)
+        message, upstream_code = error_message(raw)
         message = self._redact(message)
         logger.warning(
             "SiliconFlow answered %d (code %s, trace %s): %s",
@@ -306,7 +302,7 @@ class SiliconFlowClient:
             refused = UpstreamPermissionError(
                 f"SiliconFlow refused access{detail}: {message}", **common
             )
-            refused.insufficient_balance = _says_balance_is_spent(message)
+            refused.insufficient_balance = says_balance_is_spent(message)
             return refused
         if status == 404:
             return UpstreamBadResponseError(
@@ -363,139 +359,8 @@ class SiliconFlowClient:
             if response.status != 200:
                 trace_id = response.headers.get(TRACE_HEADER)
                 raise self._error_for(response.status, raw, response.headers, trace_id)
-        return _parse_model_ids(raw)
-
-
-class EnvironmentProxies:
-    """HTTP(S)_PROXY and NO_PROXY, read once, decided once per host."""
-
-    def __init__(self) -> None:
-        self._proxies = urllib.request.getproxies_environment()
-        self._by_origin: dict[tuple[str, str], str | None] = {}
-
-    def proxy_for(self, url: str) -> str | None:
-        if not self._proxies:
-            return None
-        parts = urlsplit(url)
-        origin = (parts.scheme, parts.netloc)
-        if origin not in self._by_origin:
-            bypass = urllib.request.proxy_bypass(parts.netloc)
-            self._by_origin[origin] = None if bypass else self._proxies.get(parts.scheme)
-        return self._by_origin[origin]
-
-
-class _GuardedRequest:
-    """`session.request(...)` as a context manager that speaks only `UpstreamError`s."""
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        method: str,
-        url: str,
-        timeout: float,
-        kwargs: dict[str, Any],
-    ) -> None:
-        self._context = session.request(method, url, **kwargs)
-        self.timeout = timeout
-
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        try:
-            return await self._context.__aenter__()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise transport_failure(exc, self.timeout) from None
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self._context.__aexit__(*exc_info)
-
-
-def transport_failure(exc: BaseException, timeout: float) -> UpstreamError:
-    """Our error for aiohttp's (or a timeout), wherever in a call it struck."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return UpstreamConnectionError(
-            "Could not connect to SiliconFlow (connect timeout).", maybe_billed=False
-        )
-    if isinstance(exc, TimeoutError):
-        return UpstreamTimeoutError(f"SiliconFlow did not answer within {timeout:g} s.")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        # Refused or unreachable: the request was never sent, so nothing can have been billed.
-        return UpstreamConnectionError(
-            f"Could not connect to SiliconFlow ({exc.os_error.__class__.__name__}).",
-            maybe_billed=False,
-        )
-    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
-        return UpstreamConnectionError(
-            f"The connection to SiliconFlow failed ({exc.__class__.__name__})."
-        )
-    return UpstreamBadResponseError(
-        f"SiliconFlow's answer could not be read ({exc.__class__.__name__})."
-    )
+        return parse_model_ids(raw)
 
 
 def _since(started: float) -> float:
     return time.perf_counter() - started
-
-
-def _parse_images(raw: bytes, trace_id: str | None) -> UpstreamImages:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamBadResponseError(
-            "SiliconFlow's answer was not valid JSON.", trace_id=trace_id
-        ) from None
-    if not isinstance(body, dict):
-        body = {}
-    items = body.get("images") or body.get("data")
-    urls: list[str] = []
-    for item in items if isinstance(items, list) else []:
-        url = item.get("url") if isinstance(item, dict) else item
-        if isinstance(url, str) and url.startswith(("http://", "https://")):
-            urls.append(url)
-    if not urls:
-        raise UpstreamBadResponseError("SiliconFlow's answer held no images.", trace_id=trace_id)
-    seed = body.get("seed")
-    timings = body.get("timings")
-    inference = timings.get("inference") if isinstance(timings, dict) else None
-    return UpstreamImages(
-        urls=urls,
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        inference_seconds=float(inference) if isinstance(inference, int | float) else None,
-        trace_id=trace_id,
-    )
-
-
-def _says_balance_is_spent(message: str) -> bool:
-    # SiliconFlow's only sign is its wording (code 30001 also stands for missing verification).
-    lowered = message.lower()
-    return "insufficient" in lowered and "balance" in lowered
-
-
-def _error_message(raw: bytes) -> tuple[str, int | None]:
-    """SiliconFlow's error text and numeric code, from JSON or plain-text bodies."""
-    text = raw.decode("utf-8", errors="replace").strip()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return (text[:300] or "no details given"), None
-    if isinstance(body, dict):
-        message = body.get("message") or body.get("error") or body.get("data")
-        if isinstance(message, dict):
-            message = message.get("message")
-        code = body.get("code")
-        return (
-            str(message)[:300] if message else "no details given",
-            code if isinstance(code, int) else None,
-        )
-    return text[:300] or "no details given", None
-
-
-def _parse_model_ids(raw: bytes) -> list[str]:
-    """`{"object": "list", "data": [{"id": ...}, ...]}`, read defensively."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamBadResponseError("SiliconFlow's model list was not valid JSON.") from None
-    items = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(items, list):
-        raise UpstreamBadResponseError("SiliconFlow's model list held no `data` list.")
-    ids = [item.get("id") for item in items if isinstance(item, dict)]
-    return [model_id for model_id in ids if isinstance(model_id, str) and model_id]
