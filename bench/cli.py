@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 
-from . import litellm
+from . import key_pool, litellm
 from .context import Context
-from .docs import write_docs
+from .docs import write_docs, write_key_pool_section
 from .machine import REPO, machine, versions
 from .plot import plot_added_latency
 from .processes import Pinning, raise_open_file_limit, start_fake
@@ -99,6 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "python -m bench" + (f" {shlex.join(argv)}" if argv else _argv_suffix())
         results = asyncio.run(run(names, args, command))
         args.out.mkdir(parents=True, exist_ok=True)
+        if key_pool.SCENARIO in names:
+            (args.out / key_pool.RESULTS.name).write_text(json.dumps(results, indent=2) + "\n")
+        if names == [key_pool.SCENARIO]:
+            # Measured alone, the pool keeps its own figures and section: the full run's
+            # latest.json and the rest of the page are left as they are.
+            print()
+            print(markdown_table(rows(results)))
+            print()
+            print(summary(results))
+            if args.write_docs:
+                print(f"bench: wrote {write_key_pool_section(results, DOCS)}")
+            return 0
         (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
         plot = plot_added_latency(results, args.out / "added-latency.png") or (
             args.out / "added-latency.png"

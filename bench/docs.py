@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import key_pool
 from .formats import saved_section
 from .report import Check, checks, summary
 from .table import markdown_table, rows
@@ -196,10 +197,35 @@ def render(
         ]
     if baseline is not None:
         parts += [_CHANGES, before_after(baseline, results), "", _MISSED]
+    pool = key_pool_section(results)
+    if pool is not None:
+        parts += [pool, ""]
     if formats is not None:
         # `python -m bench.formats` measures this part on its own; its last run is kept.
         parts += [formats, ""]
     return "\n".join(parts)
+
+
+def key_pool_section(results: Mapping[str, Any]) -> str | None:
+    """Issue 11's section: from this run when it measured the pool, else from the last run that
+    did (`python -m bench --scenarios key_pool` keeps it apart from latest.json)."""
+    if key_pool.SCENARIO not in results.get("scenarios", {}):
+        saved = key_pool.saved_results()
+        if saved is None:
+            return None
+        results = saved
+    alone = {**results, "scenarios": {key_pool.SCENARIO: results["scenarios"][key_pool.SCENARIO]}}
+    return key_pool.section(alone, markdown_table(rows(alone)))
+
+
+def write_key_pool_section(results: Mapping[str, Any], path: Path) -> Path:
+    """Only the key-pool section replaced; the rest of the page stays byte for byte."""
+    section = key_pool_section(results)
+    if section is None:
+        raise ValueError("the run has no key_pool scenario")
+    page = path.read_text() if path.exists() else ""
+    path.write_text(key_pool.replace_section(page, section))
+    return path
 
 
 def write_docs(
