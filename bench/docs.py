@@ -197,12 +197,13 @@ def render(
         ]
     if baseline is not None:
         parts += [_CHANGES, before_after(baseline, results), "", _MISSED]
-    pool = key_pool_section(results)
-    if pool is not None:
-        parts += [pool, ""]
     if formats is not None:
         # `python -m bench.formats` measures this part on its own; its last run is kept.
         parts += [formats, ""]
+    # After the formats section: where `--scenarios key_pool --write-docs` appends it.
+    pool = key_pool_section(results)
+    if pool is not None:
+        parts += [pool, ""]
     return "\n".join(parts)
 
 
