@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
         plot = args.from_json.parent / "added-latency.png"
+        if list(results["scenarios"]) == [key_pool.SCENARIO]:
+            return _key_pool_alone(results, args.write_docs)
     else:
         if any("=" not in item for item in args.service_env):
             print("bench: --service-env takes NAME=VALUE", file=sys.stderr)
@@ -102,15 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if key_pool.SCENARIO in names:
             (args.out / key_pool.RESULTS.name).write_text(json.dumps(results, indent=2) + "\n")
         if names == [key_pool.SCENARIO]:
-            # Measured alone, the pool keeps its own figures and section: the full run's
-            # latest.json and the rest of the page are left as they are.
-            print()
-            print(markdown_table(rows(results)))
-            print()
-            print(summary(results))
-            if args.write_docs:
-                print(f"bench: wrote {write_key_pool_section(results, DOCS)}")
-            return 0
+            return _key_pool_alone(results, args.write_docs)
         (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
         plot = plot_added_latency(results, args.out / "added-latency.png") or (
             args.out / "added-latency.png"
@@ -122,6 +116,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write_docs:
         baseline = json.loads(args.baseline.read_text()) if args.baseline.exists() else None
         print(f"bench: wrote {write_docs(results, DOCS, plot, baseline)}")
+    return 0
+
+
+def _key_pool_alone(results: dict[str, Any], write: bool) -> int:
+    """Measured alone, the pool keeps its own figures and section: the full run's latest.json
+    and the rest of the page are left as they are."""
+    print()
+    print(markdown_table(rows(results)))
+    print()
+    print(summary(results))
+    if write:
+        print(f"bench: wrote {write_key_pool_section(results, DOCS)}")
     return 0
 
 

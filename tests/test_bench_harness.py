@@ -441,6 +441,9 @@ def test_key_pool_rows_and_its_section_replaced_alone() -> None:
         "over one key, median of 3 alternating rounds: p50 +0.00 ms, p99 +2.00 ms "
         "(p99 by round: +2.00 ms / −40.00 ms / +9.00 ms)"
     )
+    assert pool_rows[4][3] == (
+        "over direct: p50 +39.80 ms, p99 +89.60 ms; its own p99 over the rounds 90.00–130.00 ms"
+    )
     assert pool_rows[6][2:4] == ("a1 10, a2 12, b1 9", "3 of 4 keys used")
     assert pool_rows[8][2:] == ("+2.00 ms", "pool − one key", "≤ 5 ms", "PASS")
     assert report.summary(measured).startswith("14 of 17 targets met")
