@@ -176,6 +176,7 @@ def render(
     plot_relative: str | None,
     baseline: Mapping[str, Any] | None = None,
     formats: str | None = None,
+    saved_pool: Mapping[str, Any] | None = None,
 ) -> str:
     machine = results["machine"]
     parts = [
@@ -201,17 +202,18 @@ def render(
         # `python -m bench.formats` measures this part on its own; its last run is kept.
         parts += [formats, ""]
     # After the formats section: where `--scenarios key_pool --write-docs` appends it.
-    pool = key_pool_section(results)
+    pool = key_pool_section(results, saved_pool)
     if pool is not None:
         parts += [pool, ""]
     return "\n".join(parts)
 
 
-def key_pool_section(results: Mapping[str, Any]) -> str | None:
-    """Issue 11's section: from this run when it measured the pool, else from the last run that
-    did (`python -m bench --scenarios key_pool` keeps it apart from latest.json)."""
+def key_pool_section(
+    results: Mapping[str, Any], saved: Mapping[str, Any] | None = None
+) -> str | None:
+    """Issue 11's section: from this run when it measured the pool, else from `saved`, the last
+    run that did (`python -m bench --scenarios key_pool` keeps it apart from latest.json)."""
     if key_pool.SCENARIO not in results.get("scenarios", {}):
-        saved = key_pool.saved_results()
         if saved is None:
             return None
         results = saved
@@ -239,7 +241,7 @@ def write_docs(
     if plot is not None and plot.exists():
         relative = _relative(plot, path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results, relative, baseline, saved_section()))
+    path.write_text(render(results, relative, baseline, saved_section(), key_pool.saved_results()))
     return path
 
 

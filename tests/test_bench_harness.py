@@ -422,7 +422,7 @@ def test_key_choice_is_judged_on_the_median_of_alternating_rounds() -> None:
 
 def test_key_pool_rows_and_its_section_replaced_alone() -> None:
     from bench import key_pool
-    from bench.docs import key_pool_section
+    from bench.docs import key_pool_section, render
 
     measured = results(key_pool=key_pool_scenario())
     pool_rows = [row for row in table.rows(measured) if row[0] == "11"]
@@ -459,3 +459,7 @@ def test_key_pool_rows_and_its_section_replaced_alone() -> None:
     replaced = key_pool.replace_section(page, section)
     assert replaced == f"# Benchmarks\n\nbefore\n\n{section}\n\nafter\n"
     assert key_pool.replace_section("# B\n", section) == f"# B\n\n{section}\n"
+    # A full run without the pool keeps the last saved one, after the formats section.
+    full = render(results(), None, None, "FORMATS", saved_pool=measured)
+    assert full.endswith(f"FORMATS\n\n{section}\n")
+    assert key_pool.START not in render(results(), None)
