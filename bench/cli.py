@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 
-from . import litellm
+from . import key_pool, litellm
 from .context import Context
-from .docs import write_docs
+from .docs import write_docs, write_key_pool_section
 from .machine import REPO, machine, versions
 from .plot import plot_added_latency
 from .processes import Pinning, raise_open_file_limit, start_fake
@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
         plot = args.from_json.parent / "added-latency.png"
+        if list(results["scenarios"]) == [key_pool.SCENARIO]:
+            return _key_pool_alone(results, args.write_docs)
     else:
         if any("=" not in item for item in args.service_env):
             print("bench: --service-env takes NAME=VALUE", file=sys.stderr)
@@ -99,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "python -m bench" + (f" {shlex.join(argv)}" if argv else _argv_suffix())
         results = asyncio.run(run(names, args, command))
         args.out.mkdir(parents=True, exist_ok=True)
+        if key_pool.SCENARIO in names:
+            (args.out / key_pool.RESULTS.name).write_text(json.dumps(results, indent=2) + "\n")
+        if names == [key_pool.SCENARIO]:
+            return _key_pool_alone(results, args.write_docs)
         (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
         plot = plot_added_latency(results, args.out / "added-latency.png") or (
             args.out / "added-latency.png"
@@ -110,6 +116,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write_docs:
         baseline = json.loads(args.baseline.read_text()) if args.baseline.exists() else None
         print(f"bench: wrote {write_docs(results, DOCS, plot, baseline)}")
+    return 0
+
+
+def _key_pool_alone(results: dict[str, Any], write: bool) -> int:
+    """Measured alone, the pool keeps its own figures and section: the full run's latest.json
+    and the rest of the page are left as they are."""
+    print()
+    print(markdown_table(rows(results)))
+    print()
+    print(summary(results))
+    if write:
+        print(f"bench: wrote {write_key_pool_section(results, DOCS)}")
     return 0
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import key_pool
 from .formats import saved_section
 from .report import Check, checks, summary
 from .table import markdown_table, rows
@@ -175,6 +176,7 @@ def render(
     plot_relative: str | None,
     baseline: Mapping[str, Any] | None = None,
     formats: str | None = None,
+    saved_pool: Mapping[str, Any] | None = None,
 ) -> str:
     machine = results["machine"]
     parts = [
@@ -199,7 +201,34 @@ def render(
     if formats is not None:
         # `python -m bench.formats` measures this part on its own; its last run is kept.
         parts += [formats, ""]
+    # After the formats section: where `--scenarios key_pool --write-docs` appends it.
+    pool = key_pool_section(results, saved_pool)
+    if pool is not None:
+        parts += [pool, ""]
     return "\n".join(parts)
+
+
+def key_pool_section(
+    results: Mapping[str, Any], saved: Mapping[str, Any] | None = None
+) -> str | None:
+    """Issue 11's section: from this run when it measured the pool, else from `saved`, the last
+    run that did (`python -m bench --scenarios key_pool` keeps it apart from latest.json)."""
+    if key_pool.SCENARIO not in results.get("scenarios", {}):
+        if saved is None:
+            return None
+        results = saved
+    alone = {**results, "scenarios": {key_pool.SCENARIO: results["scenarios"][key_pool.SCENARIO]}}
+    return key_pool.section(alone, markdown_table(rows(alone)))
+
+
+def write_key_pool_section(results: Mapping[str, Any], path: Path) -> Path:
+    """Only the key-pool section replaced; the rest of the page stays byte for byte."""
+    section = key_pool_section(results)
+    if section is None:
+        raise ValueError("the run has no key_pool scenario")
+    page = path.read_text() if path.exists() else ""
+    path.write_text(key_pool.replace_section(page, section))
+    return path
 
 
 def write_docs(
@@ -212,7 +241,7 @@ def write_docs(
     if plot is not None and plot.exists():
         relative = _relative(plot, path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results, relative, baseline, saved_section()))
+    path.write_text(render(results, relative, baseline, saved_section(), key_pool.saved_results()))
     return path
 
 

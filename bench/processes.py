@@ -273,6 +273,41 @@ class FakeControl:
                 return body
         raise RuntimeError(f"the fake saw no generation on {path}")
 
+    async def set_accounts(
+        self, accounts: Mapping[str, Sequence[str]], also: str
+    ) -> list[dict[str, Any]]:
+        """Accounts with these keys, unlimited and well funded; `also` joins the first account,
+        since once accounts exist the fake takes only their keys."""
+        for index, (account_id, keys) in enumerate(accounts.items()):
+            body: dict[str, Any] = {
+                "id": account_id,
+                "keys": [*keys, *([also] if index == 0 else [])],
+                "balance": 1_000_000.0,
+                "images_per_minute": None,
+                "images_per_day": None,
+            }
+            async with self._session.post(self._url + "/accounts", json=body) as response:
+                if response.status != 201:
+                    raise RuntimeError(f"the fake refused {body}: {await response.text()}")
+        async with self._session.get(self._url + "/accounts") as response:
+            listed: list[dict[str, Any]] = await response.json()
+            return listed
+
+    async def clear_accounts(self) -> None:
+        async with self._session.delete(self._url + "/accounts"):
+            pass
+
+    async def keys_seen(self, path: str) -> dict[str, int]:
+        """Recorded requests on `path` per Bearer key."""
+        async with self._session.get(self._url + "/requests") as response:
+            recorded: list[dict[str, Any]] = await response.json()
+        seen: dict[str, int] = {}
+        for request in recorded:
+            if request["path"] == path:
+                key = request["headers"].get("authorization", "").removeprefix("Bearer ")
+                seen[key] = seen.get(key, 0) + 1
+        return dict(sorted(seen.items()))
+
     async def clear_requests(self) -> None:
         async with self._session.delete(self._url + "/requests"):
             pass

@@ -19,6 +19,9 @@ HELD_ADDED_P99_MS = 50.0
 LARGE_ADDED_MS = 15.0
 LOOP_BLOCK_MS = 20.0
 STARTUP_S = 1.5
+# Issue 11: "key choice adds no measurable latency at concurrency 1 and 64".
+KEY_CHOICE_P50_C1_MS = 0.5
+KEY_CHOICE_P99_C64_MS = 5.0
 # How far a keepalive may stray from its schedule and still be "on schedule".
 KEEPALIVE_TOLERANCE_S = 0.05
 # Below this an added latency is noise; ratios against it would be meaningless.
@@ -117,6 +120,33 @@ def added_latency_checks(scenario: Mapping[str, Any]) -> list[Check]:
                 )
             )
     return checks
+
+
+def key_choice_added_ms(level: Mapping[str, Any], percentile: str) -> float:
+    """The pool's percentile minus the single key's: the median over the alternating rounds."""
+    rounds = level.get("rounds") or [level["runs"]]
+    return median([added_ms(runs["service_pool"], runs["service"], percentile) for runs in rounds])
+
+
+def key_pool_checks(scenario: Mapping[str, Any]) -> list[Check]:
+    """Issue 11: what choosing among several keys adds over one key, same load."""
+    found: list[Check] = []
+    for concurrency, percentile, limit in (
+        (1, "p50", KEY_CHOICE_P50_C1_MS),
+        (64, "p99", KEY_CHOICE_P99_C64_MS),
+    ):
+        for level in scenario.get("levels", []):
+            if level["concurrency"] == concurrency:
+                found.append(
+                    Check(
+                        "11",
+                        f"key choice's added {percentile} at c={concurrency}",
+                        key_choice_added_ms(level, percentile),
+                        limit,
+                        " ms",
+                    )
+                )
+    return found
 
 
 def fan_out_ratio(scenario: Mapping[str, Any]) -> float:
@@ -242,6 +272,8 @@ def checks(results: Mapping[str, Any]) -> list[Check]:
                 " ms",
             )
         )
+    if "key_pool" in scenarios:
+        found += key_pool_checks(scenarios["key_pool"])
     if "startup" in scenarios:
         found.append(
             Check(

@@ -1,4 +1,5 @@
-"""The six scenarios of issue 5. Each returns plain JSON data; `report.py` judges it.
+"""The six scenarios of issue 5, and issue 11's key pool. Each returns plain JSON data;
+`report.py` judges it.
 
 Every gateway figure is taken beside the direct call to the same fake in the same run, since the
 machines are shared and noisy: what counts is the difference and the ratio, not the absolute.
@@ -34,7 +35,14 @@ from .metrics import (
     metrics_text,
     overhead_from_prometheus,
 )
-from .processes import free_port, service_command, service_env, spawn, wait_ready
+from .processes import (
+    UPSTREAM_KEY,
+    free_port,
+    service_command,
+    service_env,
+    spawn,
+    wait_ready,
+)
 from .wrk import WrkResult
 
 Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
@@ -369,6 +377,87 @@ async def startup(ctx: Context) -> dict[str, Any]:
     return {"seconds": seconds, "litellm_seconds": ctx.litellm_ready_s}
 
 
+# Issue 11's pool: two accounts of two keys each, unlimited and well funded, so only the choice
+# of key differs from the single-key service.
+POOL_ACCOUNTS = {
+    "bench-acct-a": ["sk-bench-pool-a1", "sk-bench-pool-a2"],
+    "bench-acct-b": ["sk-bench-pool-b1", "sk-bench-pool-b2"],
+}
+
+
+async def key_pool(ctx: Context) -> dict[str, Any]:
+    """Issue 11: the service with a pool of 4 keys in 2 accounts against it with one key."""
+    await ctx.control.configure(latency=0.0, download_latency=0.0, image_min_bytes=0)
+    accounts = await ctx.control.set_accounts(POOL_ACCOUNTS, also=UPSTREAM_KEY)
+    pool_keys = [key for keys in POOL_ACCOUNTS.values() for key in keys]
+    try:
+        for key in pool_keys:
+            # The fake must take every pool key on the path measured, or the pool would be
+            # measured answering errors.
+            probe = Target(ctx.fake.url + GENERATIONS, _service_body(), _bearer(key))
+            await ctx.check_images(probe)
+        single = await ctx.fresh_service("key_single", **STORE_OFF)
+        pool = await ctx.fresh_service(
+            "key_pool",
+            **STORE_OFF,
+            SILICONFLOW_API_KEY="",
+            SILICONFLOW_API_KEYS=",".join(pool_keys),
+        )
+        servers = {"direct": ctx.fake, "service": single, "service_pool": pool}
+        targets = {
+            "direct": await _direct_target(ctx, Target(single.url + GENERATIONS, _service_body())),
+            "service": Target(single.url + GENERATIONS, _service_body()),
+            "service_pool": Target(pool.url + GENERATIONS, _service_body()),
+        }
+        for target in targets.values():
+            await ctx.check_images(target)
+        seconds = 2.0 if ctx.quick else 5.0
+        # The two services take turns (one key first, then the pool first, ...): other
+        # tenants' load drifts, and a fixed order would charge the drift to one of them.
+        rounds = 1 if ctx.quick else 3
+        levels = []
+        for concurrency in (1, 64):
+            measured: list[dict[str, Any]] = []
+            for index in range(rounds + 1):
+                names = ["service", "service_pool"] if index % 2 else ["service_pool", "service"]
+                runs: dict[str, Any] = {}
+                for name in ["direct"] if index == 0 else names:
+                    await ctx.load(targets[name], concurrency=concurrency, seconds=1)
+                    cpu_before = servers[name].cpu_seconds()
+                    result = await ctx.load(targets[name], concurrency=concurrency, seconds=seconds)
+                    cpu = servers[name].cpu_seconds() - cpu_before
+                    runs[name] = {
+                        **result.to_json(),
+                        "cpu_ms_per_request": _per_request_ms(cpu, result),
+                    }
+                    print(
+                        f"bench:   c={concurrency:<4} {name:<14} {_brief(runs[name])}", flush=True
+                    )
+                measured.append(runs)
+            direct, *turns = measured
+            levels.append(
+                {"concurrency": concurrency, "runs": {**direct, **turns[0]}, "rounds": turns}
+            )
+        # Which keys a short load through the pool's service reached, as the fake saw them.
+        await ctx.control.clear_requests()
+        await ctx.load(targets["service_pool"], concurrency=8, seconds=1)
+        used = await ctx.control.keys_seen(GENERATIONS)
+    finally:
+        await ctx.control.clear_accounts()
+    return {
+        "seconds_per_run": seconds,
+        "rounds": rounds,
+        "accounts": accounts,
+        "pool_keys": len(pool_keys),
+        "requests_per_key": used,
+        "levels": levels,
+    }
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 SCENARIOS: dict[str, Scenario] = {
     "latency": added_latency,
     "fanout": fan_out,
@@ -377,4 +466,5 @@ SCENARIOS: dict[str, Scenario] = {
     "large": large_images,
     "startup": startup,
     "deps": dependencies,
+    "key_pool": key_pool,
 }

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .dependencies import dependency_rows
+from .key_pool import key_pool_rows
 from .report import (
     BASELINE,
     GATEWAY_LABELS,
@@ -161,6 +162,8 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
         table += _large_rows(scenarios["large"], found)
     if "deps" in scenarios:
         table += dependency_rows(scenarios["deps"])
+    if "key_pool" in scenarios:
+        table += key_pool_rows(scenarios["key_pool"])
     if "startup" in scenarios:
         start = scenarios["startup"]
         check = found[("6", "start to first /healthz 200 (median)")]
