@@ -40,6 +40,7 @@ from sfproxy.images import (
 )
 
 from .machine import REPO, machine, versions
+from .sections import replace_marked
 
 RESULTS = REPO / "bench" / "results" / "formats.json"
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -257,10 +258,7 @@ def section(results: Mapping[str, Any]) -> str:
 
 def replace_section(page: str, new_section: str) -> str:
     """The page with its formats section replaced, or the section appended if it has none."""
-    start, end = page.find(START), page.find(END)
-    if start == -1 or end == -1 or end < start:
-        return page.rstrip("\n") + "\n\n" + new_section + "\n"
-    return page[:start] + new_section + page[end + len(END) :]
+    return replace_marked(page, new_section, START, END)
 
 
 def saved_section(path: Path = RESULTS) -> str | None:

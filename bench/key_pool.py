@@ -22,6 +22,7 @@ from .report import (
     key_choice_added_ms,
     key_pool_checks,
 )
+from .sections import replace_marked
 
 SCENARIO = "key_pool"
 RESULTS = REPO / "bench" / "results" / "key-pool.json"
@@ -145,10 +146,7 @@ def section(results: Mapping[str, Any], table: str) -> str:
 
 def replace_section(page: str, new_section: str) -> str:
     """The page with its key-pool section replaced, or the section appended if it has none."""
-    start, end = page.find(START), page.find(END)
-    if start == -1 or end == -1 or end < start:
-        return page.rstrip("\n") + "\n\n" + new_section + "\n"
-    return page[:start] + new_section + page[end + len(END) :]
+    return replace_marked(page, new_section, START, END)
 
 
 def saved_results(path: Path = RESULTS) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import asyncio
 from aiohttp import web
 
 from .config import ModelRule
-from .responses import api_error, json_response, unauthorized
+from .responses import api_error, drop_connection, json_response, unauthorized
 from .state import FakeState
 
 MODELS_PATH = "/v1/models"
@@ -43,7 +43,7 @@ class _ModelList:
                     retry_after=fault.params.get("retry_after"),
                 )
             if fault.kind == "drop":
-                return _drop(request)
+                return drop_connection(request)
             if fault.kind == "malformed":
                 return web.Response(text="<html>bad gateway</html>", content_type="text/html")
             if fault.kind == "hang":
@@ -85,9 +85,3 @@ def _has_sub_type(rule: ModelRule, sub_type: str | None) -> bool:
 
 def _owner(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else "siliconflow"
-
-
-def _drop(request: web.Request) -> web.StreamResponse:
-    if request.transport is not None:
-        request.transport.close()
-    return web.Response(status=499)

@@ -93,3 +93,11 @@ def _retry_after(value: float | str) -> str:
     if isinstance(value, str):
         return value
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def drop_connection(request: web.Request) -> web.StreamResponse:
+    """Close the connection without an answer (the `drop` fault)."""
+    # Closing the transport first means nothing of the returned response is ever sent.
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=499)

@@ -28,6 +28,7 @@ from .openai_images import (
 from .responses import (
     api_error,
     bad_request,
+    drop_connection,
     json_response,
     storage_error,
     unauthorized,
@@ -95,7 +96,7 @@ class _Api:
             response = await answer(request, body if is_json else _NOT_JSON, recorded)
         if response is None:
             self._state.count("generate_dropped")
-            return _drop(request)
+            return drop_connection(request)
         recorded.status = response.status
         self._state.count("generate_ok" if response.status == 200 else "generate_errors")
         return response
@@ -185,7 +186,7 @@ class _Api:
         response = await self._download(request, recorded)
         if response is None:
             self._state.count("downloads_dropped")
-            return _drop(request)
+            return drop_connection(request)
         recorded.status = response.status
         if response.status == 404:
             self._state.count("downloads_not_found")
@@ -281,13 +282,6 @@ class _Api:
 def _record(request: web.Request, body: object) -> RecordedRequest:
     headers = {name.lower(): value for name, value in request.headers.items()}
     return RecordedRequest(request.method, request.path_qs, headers, body)
-
-
-def _drop(request: web.Request) -> web.StreamResponse:
-    # Closing the transport first means nothing of the returned response is ever sent.
-    if request.transport is not None:
-        request.transport.close()
-    return web.Response(status=499)
 
 
 def _corrupted(whole: bytes) -> bytes:
