@@ -1,0 +1,81 @@
+"""The database's tables: client keys and the usage ledger (Alembic migrates them).
+
+Times are stored in UTC. Money is a `Numeric`, never a float: a ledger's totals must equal what
+SiliconFlow billed, to the fen. A cost that the price table does not know is NULL, not zero.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+)
+
+# Names for constraints and indexes, so that migrations are the same on SQLite and PostgreSQL.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Amounts in the site's currency (CNY on .cn, USD on .com), to a millionth: SiliconFlow's
+# cheapest image costs $0.005.
+Money = Numeric(18, 6, asdecimal=True)
+
+client_keys = Table(
+    "client_keys",
+    metadata,
+    # The key's public id ("ck_…"): what reports, logs and the admin API name it by.
+    Column("id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    # SHA-256 of the key, hex: the key itself is shown once, at creation, and never stored.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    # The key's first characters, so that an operator can tell keys apart.
+    Column("prefix", String(16), nullable=False),
+    Column("rpm", Integer, nullable=True),
+    Column("images_per_day", Integer, nullable=True),
+    Column("daily_budget", Money, nullable=True),
+    Column("monthly_budget", Money, nullable=True),
+    # The models the key may use (a JSON list); NULL means any.
+    Column("models", JSON, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    # SQLite autoincrements only an INTEGER primary key.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    # A database key's id, or the label of an ALLOW_CLIENT_KEYS key ("key-…"), or "anonymous".
+    Column("client", String(64), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("model_requested", String(200), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("images_requested", Integer, nullable=False),
+    Column("images_delivered", Integer, nullable=False),
+    Column("images_refunded", Integer, nullable=False),
+    Column("size", String(32), nullable=True),
+    # The SiliconFlow account's label ("acct-…"), never its id or a key.
+    Column("upstream_account", String(32), nullable=True),
+    Column("upstream_ms", Integer, nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("cost", Money, nullable=True),
+    Column("currency", String(3), nullable=True),
+    Index(None, "at"),
+    Index(None, "client", "at"),
+)
