@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 from starlette.requests import HTTPConnection
 
@@ -28,10 +29,13 @@ def key_label(key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Client:
-    """Who made a request: `label` is a key's label, or "anonymous" on a public API."""
+    """Who made a request: `label` is a key's label (a database key's id, `ck_…`), or
+    "anonymous" on a public API. Budgets are a database key's, in the site's currency."""
 
     label: str
     key: str | None = None
+    daily_budget: Decimal | None = None
+    monthly_budget: Decimal | None = None
 
 
 class ClientKeys:

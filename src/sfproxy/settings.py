@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -30,6 +31,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from .aliases import parse_aliases
 from .catalogue import SITE_HOSTS, Catalogue, ModelSpec, Site
 from .images import DEFAULT_QUALITY
+from .prices import Prices
 
 _SPLIT = re.compile(r"[\s,]+")
 _MODEL_ENTRIES: TypeAdapter[list[ModelSpec | str]] = TypeAdapter(list[ModelSpec | str])
@@ -160,6 +162,12 @@ class Settings(BaseSettings):
     client_images_per_day: int = Field(default=0, ge=0)
     client_limits: SecretStr | None = None
     redis_url: SecretStr | None = None
+    # Client keys and the usage ledger: sqlite:///PATH or postgresql://…; unset, a SQLite file
+    # beside the image directory (`database_target`).
+    database_url: SecretStr | None = None
+    # `{"model": price per image}` in the site's currency, over the built-in table (prices.py).
+    prices_json: str | None = None
+    ledger_retention_days: int | None = Field(default=None, gt=0)
 
     metrics_token: SecretStr | None = None
     # Keys for /admin/... (commas/whitespace), distinct from client keys; none: /admin is 404.
@@ -269,6 +277,7 @@ class Settings(BaseSettings):
     def _parse_json_settings(self) -> Settings:
         # Touching the properties parses the JSON settings now, so a bad value stops the start.
         _ = self.model_entries, self.model_pacing, self.client_overrides, self.catalogue
+        _ = self.prices
         if set(self.admin_key_list) & set(self.client_keys):
             # A client must never reach /admin, so no key may be both.
             raise ValueError("ADMIN_KEYS must differ from every client key (ALLOW_CLIENT_KEYS)")
@@ -333,6 +342,19 @@ class Settings(BaseSettings):
         host = (urlsplit(self.sf_base).hostname or "").lower()
         com = SITE_HOSTS["com"]
         return "com" if host == com or host.endswith("." + com) else "cn"
+
+    @property
+    def database_target(self) -> str:
+        """DATABASE_URL, or a SQLite file in the data directory (beside IMAGE_DIR)."""
+        if self.database_url is not None and self.database_url.get_secret_value().strip():
+            return self.database_url.get_secret_value().strip()
+        return f"sqlite:///{self.image_dir.parent / 'sfproxy.db'}"
+
+    @cached_property
+    def prices(self) -> Prices:
+        """The price table for the site: built in, with PRICES_JSON over it."""
+        overrides = _parse_json_object("PRICES_JSON", self.prices_json, _PRICES)
+        return Prices(self.site, overrides)
 
     @property
     def models_configured(self) -> bool:
@@ -437,6 +459,11 @@ class ClientQuota(BaseModel):
     images_per_day: int | None = Field(default=None, ge=0)
 
 
+# A price is a decimal number (or a string of one, as JSON loses no digits that way) and not
+# negative; null makes a built-in price unknown.
+_PRICES: TypeAdapter[dict[str, Annotated[Decimal, Field(ge=0)] | None]] = TypeAdapter(
+    dict[str, Annotated[Decimal, Field(ge=0)] | None]
+)
 _MODEL_PACING: TypeAdapter[dict[str, ModelPacing]] = TypeAdapter(dict[str, ModelPacing])
 _CLIENT_QUOTAS: TypeAdapter[dict[str, ClientQuota]] = TypeAdapter(dict[str, ClientQuota])
 
