@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .auth import ClientKeys
 from .catalogue import Catalogue
 from .corridor import Corridor
+from .db.database import Database
 from .discovery import ModelDiscovery
 from .errors import ImageStoreError
 from .formats import OutputFormats
@@ -56,6 +57,8 @@ class Services:
     metrics: Metrics
     counter: WindowCounter
     limits: ClientLimits
+    # Client keys and the usage ledger (DATABASE_URL, else SQLite in the data directory).
+    database: Database
 
     @property
     def catalogue(self) -> Catalogue:
@@ -115,6 +118,7 @@ class Services:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(counter.close)
             stack.push_async_callback(keys.state.close)
+            database = await stack.enter_async_context(Database.open(settings.database_target))
             await client.start()
             stack.push_async_callback(client.close)
             await keys.start(client.user_info)
@@ -173,6 +177,7 @@ class Services:
                 metrics=metrics,
                 counter=counter,
                 limits=limits,
+                database=database,
             )
 
 
