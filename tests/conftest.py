@@ -9,7 +9,7 @@ from sfproxy.fake_upstream import FakeSiliconFlow
 
 from .support.proxy import ProxyProcess, start_proxy
 
-pytest_plugins = ["tests.support.s3", "tests.support.redis"]
+pytest_plugins = ["tests.support.s3", "tests.support.redis", "tests.support.postgres"]
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 CLIENT_KEYS = ("proxy-key-alpha-123456", "proxy-key-beta-654321")

@@ -1,7 +1,8 @@
 """Alembic migrations, applied at start (and by `sfproxy db upgrade`).
 
-Several instances may start at once against one PostgreSQL: on PostgreSQL the upgrade holds an
-advisory lock, so one instance migrates and the others wait, then find nothing to do.
+Several instances (or workers) may start at once against one database: the upgrade holds a lock
+(an advisory lock on PostgreSQL, the write lock on SQLite), so one migrates and the others
+wait, then find nothing to do.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def head() -> str | None:
 def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
+    else:
+        # SQLite's driver begins transactions lazily, so two processes could both find the
+        # database empty; IMMEDIATE takes the write lock now (busy_timeout makes others wait).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     command.upgrade(_config(connection), "head")
 
 

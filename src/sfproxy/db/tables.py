@@ -67,6 +67,10 @@ ledger = Table(
     Column("model_requested", String(200), nullable=True),
     Column("model", String(200), nullable=False),
     Column("images_requested", Integer, nullable=False),
+    # Made by this request's upstream calls, so billed by SiliconFlow, received or not.
+    Column("images_made", Integer, nullable=False),
+    # Sent to the client: what it is charged for (an image taken over from an earlier,
+    # abandoned request is delivered here but was made, and billed, there).
     Column("images_delivered", Integer, nullable=False),
     Column("images_refunded", Integer, nullable=False),
     Column("size", String(32), nullable=True),
@@ -74,7 +78,10 @@ ledger = Table(
     Column("upstream_account", String(32), nullable=True),
     Column("upstream_ms", Integer, nullable=True),
     Column("status", Integer, nullable=False),
+    # What SiliconFlow billed for the images made (the operator's cost), and what the client
+    # is charged for the images delivered (its budget); NULL when the price is unknown.
     Column("cost", Money, nullable=True),
+    Column("charged", Money, nullable=True),
     Column("currency", String(3), nullable=True),
     Index(None, "at"),
     Index(None, "client", "at"),

@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("model_requested", sa.String(length=200), nullable=True),
         sa.Column("model", sa.String(length=200), nullable=False),
         sa.Column("images_requested", sa.Integer(), nullable=False),
+        sa.Column("images_made", sa.Integer(), nullable=False),
         sa.Column("images_delivered", sa.Integer(), nullable=False),
         sa.Column("images_refunded", sa.Integer(), nullable=False),
         sa.Column("size", sa.String(length=32), nullable=True),
@@ -53,6 +54,7 @@ def upgrade() -> None:
         sa.Column("upstream_ms", sa.Integer(), nullable=True),
         sa.Column("status", sa.Integer(), nullable=False),
         sa.Column("cost", sa.Numeric(precision=18, scale=6), nullable=True),
+        sa.Column("charged", sa.Numeric(precision=18, scale=6), nullable=True),
         sa.Column("currency", sa.String(length=3), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger")),
     )
