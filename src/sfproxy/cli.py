@@ -249,6 +249,7 @@ def _upstream(args: argparse.Namespace) -> int:
 async def _probe_upstream(settings: Settings) -> dict[str, Any]:
     from .siliconflow import SiliconFlowClient
     from .upstream_keys import KeyPool
+    from .upstream_report import pool_snapshot
 
     keys = KeyPool(settings.upstream_keys, site=settings.site)
     client = SiliconFlowClient(
@@ -256,7 +257,7 @@ async def _probe_upstream(settings: Settings) -> dict[str, Any]:
     )
     async with client:
         await keys.probe_all(client.user_info)
-        snapshot = await keys.snapshot()
+        snapshot = await pool_snapshot(keys)
         try:
             snapshot["models"] = {"account": await client.list_models()}
         except ProxyError as exc:

@@ -113,11 +113,18 @@ class _Unpaced:
 class Observer(Protocol):
     def generated(self, model: str, images: int) -> None: ...
 
+    def queued(self, model: str, seconds: float) -> None:
+        """A call waited this long for its pacing and in-flight slots."""
+        ...
+
     def store_failed(self, operation: str) -> None: ...
 
 
 class _Unobserved:
     def generated(self, model: str, images: int) -> None:
+        pass
+
+    def queued(self, model: str, seconds: float) -> None:
         pass
 
     def store_failed(self, operation: str) -> None:
@@ -345,13 +352,21 @@ class ImageGenerator:
         while True:
             with calls.cancellable() as sent:
                 async with calls.limit:
-                    async with self.pacer.slot(model, count) as waited:
+                    queued_at = time.monotonic()
+
+                    def sending(queued_at: float = queued_at) -> None:
                         # From here the call is SiliconFlow's: it is no longer cancelled.
                         sent()
+                        waited = time.monotonic() - queued_at
                         calls.queue.add(waited)
+                        self.observer.queued(model, waited)
+
+                    async with self.pacer.slot(model, count):
                         try:
                             with calls.upstream.measure():
-                                result = await self.client.generate(body)
+                                result = await self.client.generate(
+                                    body, sending=sending, queued_at=queued_at
+                                )
                         except UpstreamError as exc:
                             failure = exc
                             self.pacer.answered(model, exc.upstream_status == 503, exc.retry_after)

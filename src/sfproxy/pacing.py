@@ -1,9 +1,10 @@
 """Pacing upstream calls per model, so requests queue here instead of meeting SiliconFlow's 429s.
 
 SiliconFlow limits image models per account by images per minute (IPM). Two optional caps per
-model hold calls back: the number in flight (per process), and an images-per-minute budget
-(shared through Redis when configured). A call that would wait longer than `QUEUE_TIMEOUT`
-is refused at once with 429 and the time to retry.
+model hold calls back: an images-per-minute budget, here (shared through Redis when
+configured), and the number of calls in flight per account, which the key pool holds
+(upstream_keys.py), since only it knows which account a call goes to. A call that would wait
+longer than `QUEUE_TIMEOUT` is refused at once with 429 and the time to retry.
 
 A model that SiliconFlow answered 503 (overloaded) `OVERLOADED_STRIKES` times in a row cools
 down for `UPSTREAM_COOLDOWN_SECONDS` (or SiliconFlow's `Retry-After`): calls for it are answered
@@ -57,7 +58,6 @@ class ModelPacer:
         # The images-per-minute budget is SiliconFlow's per account: with several accounts
         # the model can take that many times as much (upstream_keys.py spreads the calls).
         self._accounts = accounts
-        self._slots: dict[str, asyncio.Semaphore] = {}
         self.cooldown_seconds = cooldown_seconds
         # Model -> monotonic time until which it is left alone; 503s in a row per model.
         self._cooling: dict[str, float] = {}
@@ -91,38 +91,23 @@ class ModelPacer:
             )
 
     def slot(self, model: str, images: int) -> AbstractAsyncContextManager[float]:
-        """Wait until the model's limits let a call of `images` images go; give the wait."""
+        """Wait until the model's budget lets a call of `images` images go; give the wait."""
         if self._cooling:
             self._check_cooling(model)
-        max_in_flight, per_minute = self.limits(model)
-        if not max_in_flight and not per_minute:
+        per_minute = self.limits(model)[1]
+        if not per_minute:
             return NO_WAIT
-        if per_minute and self._accounts is not None:
+        if self._accounts is not None:
             per_minute *= self._accounts(model)
-        return self._paced(model, images, max_in_flight, per_minute)
+        return self._paced(model, images, per_minute)
 
     @asynccontextmanager
-    async def _paced(
-        self, model: str, images: int, max_in_flight: int, per_minute: int
-    ) -> AsyncIterator[float]:
+    async def _paced(self, model: str, images: int, per_minute: int) -> AsyncIterator[float]:
         started = time.monotonic()
-        deadline = started + self.queue_timeout
-        semaphore = self._semaphore(model, max_in_flight) if max_in_flight else None
-        if semaphore is not None:
-            try:
-                await asyncio.wait_for(semaphore.acquire(), timeout=self.queue_timeout)
-            except TimeoutError:
-                raise self._queue_full(model, "calls in flight", self.queue_timeout) from None
-        try:
-            if per_minute:
-                await self._spend_budget(model, min(images, per_minute), per_minute, deadline)
-            waited = time.monotonic() - started
-            if self._metrics is not None:
-                self._metrics.queue_seconds.labels(model).observe(waited)
-            yield waited
-        finally:
-            if semaphore is not None:
-                semaphore.release()
+        await self._spend_budget(
+            model, min(images, per_minute), per_minute, started + self.queue_timeout
+        )
+        yield time.monotonic() - started
 
     def _check_cooling(self, model: str) -> None:
         until = self._cooling.get(model)
@@ -143,12 +128,6 @@ class ModelPacer:
         )
         error.retries_exhausted = True
         raise error
-
-    def _semaphore(self, model: str, size: int) -> asyncio.Semaphore:
-        semaphore = self._slots.get(model)
-        if semaphore is None:
-            semaphore = self._slots[model] = asyncio.Semaphore(size)
-        return semaphore
 
     async def _spend_budget(
         self, model: str, images: int, per_minute: int, deadline: float

@@ -27,6 +27,7 @@ from .siliconflow import SessionFactory, SiliconFlowClient
 from .store import ImageStore, NoImageStore
 from .store.local import LocalImageStore
 from .upstream_keys import KeyPool
+from .upstream_slots import RedisSlots
 from .upstream_state import RedisPoolState
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ class _GenerationMetrics:
 
     def generated(self, model: str, images: int) -> None:
         self._metrics.images.labels(model).inc(images)
+
+    def queued(self, model: str, seconds: float) -> None:
+        self._metrics.queue_seconds.labels(model).observe(seconds)
 
     def store_failed(self, operation: str) -> None:
         self._metrics.store_errors.labels(operation).inc()
@@ -94,14 +98,17 @@ class Services:
             site=settings.site,
             counter=counter,
             images_per_minute=lambda model: pacer.limits(model)[1],
+            max_in_flight=lambda model: pacer.limits(model)[0],
+            slots=RedisSlots(redis_url) if redis_url else None,
+            queue_timeout=settings.queue_timeout,
+            # Longer than any call lasts: a slot left by a process that died comes free then.
+            lease_seconds=settings.upstream_connect_timeout + settings.upstream_timeout + 60,
             cooldown_seconds=settings.upstream_key_cooldown_seconds,
             probe_seconds=settings.upstream_probe_seconds,
             state=RedisPoolState(redis_url) if redis_url else None,
             balance_refresh_seconds=settings.balance_refresh_seconds,
             low_balance_warning=settings.low_balance_warning,
-            on_balance=lambda account, balance: metrics.upstream_balance.labels(account).set(
-                balance
-            ),
+            metrics=metrics,
         )
         client = SiliconFlowClient(
             settings.sf_base,
@@ -118,6 +125,7 @@ class Services:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(counter.close)
             stack.push_async_callback(keys.state.close)
+            stack.push_async_callback(keys.slots.close)
             database = await stack.enter_async_context(Database.open(settings.database_target))
             await client.start()
             stack.push_async_callback(client.close)

@@ -135,9 +135,17 @@ class SiliconFlowClient:
             raise RuntimeError("SiliconFlowClient used before start()")
         return self._session
 
-    async def generate(self, payload: dict[str, Any]) -> UpstreamImages:
+    async def generate(
+        self,
+        payload: dict[str, Any],
+        *,
+        sending: Callable[[], None] | None = None,
+        queued_at: float | None = None,
+    ) -> UpstreamImages:
         """One `POST /images/generations` attempt (the corridor decides about retries).
 
+        `sending` is called once a key is held, just before the call goes out: until then the
+        call may still be waiting for an in-flight slot (since `queued_at`), and cancelled.
         A refusal that is the key's own (429, 401, 403) moves the call to another account
         at once: nothing was made or billed, so this costs none of the corridor's retries.
         """
@@ -147,25 +155,27 @@ class SiliconFlowClient:
         # Each failure takes a key (or its account) out of the choice, so this ends.
         exc: UpstreamError | None = None
         for _ in range(len(self.keys.keys)):
-            key = await self.keys.choose(model)
+            held = await self.keys.choose(model, queued_at=queued_at)
+            if sending is not None:
+                sending()
             started = time.perf_counter()
             try:
-                result = await self._generate_once(body, key.secret)
+                result = await self._generate_once(body, held.secret)
             except UpstreamError as failure:
                 exc = failure
                 self._observer.attempt("generate", model, exc.code or "error", _since(started))
-                if not await self.keys.failed(key, model, exc):
+                if not await self.keys.failed(held.key, model, exc):
                     raise
                 logger.info("SiliconFlow call for %s moves to another key", model)
                 continue
             finally:
-                self.keys.release(key)
+                await self.keys.release(held)
             self._observer.attempt("generate", model, "ok", _since(started))
-            await self.keys.spent(key, model, images if isinstance(images, int) else 1)
+            await self.keys.spent(held.key, model, images if isinstance(images, int) else 1)
             return result
         # Every key was tried: the pool says why none is left (or, if a probe just brought
         # one back, the call ends with its last failure, for the corridor to retry).
-        self.keys.release(await self.keys.choose(model))
+        await self.keys.release(await self.keys.choose(model))
         assert exc is not None
         raise exc
 

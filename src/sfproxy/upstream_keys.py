@@ -8,6 +8,10 @@ its `Retry-After`; a 401 takes the key out as invalid; a 403 takes it out for pa
 the balance is spent, else for that model. Keys taken out are probed again every
 `UPSTREAM_PROBE_SECONDS` and come back when they work.
 
+With `UPSTREAM_MAX_IN_FLIGHT` (or a model's `max_in_flight`), an account has at most that many
+calls of a model in flight, counted across instances with `REDIS_URL` (upstream_slots.py): a
+call goes to the preferred account with room, else waits for one, up to `QUEUE_TIMEOUT`.
+
 With a single key there is nothing to choose between: it is used as it always was, and its
 errors reach the corridor's retries unchanged.
 
@@ -19,21 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.exceptions import RedisError
 
 from .errors import (
-    NoUpstreamKeyError,
+    RateLimitError,
     UpstreamAuthError,
     UpstreamError,
     UpstreamPermissionError,
     UpstreamRateLimitError,
 )
 from .limits import MINUTE, MemoryWindows, WindowCounter
+from .metrics import Metrics
 from .upstream_accounts import (
     FREE_MODELS,
     UserInfoReader,
@@ -41,17 +45,26 @@ from .upstream_accounts import (
     is_free_model,
     key_label,
 )
+from .upstream_removals import (
+    INVALID,
+    NO_BALANCE,
+    REFUSED,
+    is_out,
+    none_can_serve,
+    removal_summary,
+)
+from .upstream_slots import CallSlots, MemorySlots
 from .upstream_state import MemoryPoolState, PoolState
 
 logger = logging.getLogger(__name__)
 
 # `/user/info` at start and on probes: a slow answer must not hold the service's start.
 PROBE_TIMEOUT = 5.0
-INVALID = "invalid"
-NO_BALANCE = "no_balance"
-_REFUSED = "refused:"
 # A budget no account can reach: `acquire` then only records what was spent.
 _UNLIMITED = 1 << 40
+# How often a call waiting for an in-flight slot looks again, for slots other instances free
+# (this process's own wake it at once).
+SLOT_POLL_SECONDS = 0.05
 
 
 @dataclass(slots=True, eq=False)
@@ -63,6 +76,20 @@ class UpstreamKey:
     in_flight: int = 0
 
 
+@dataclass(slots=True, eq=False)
+class HeldKey:
+    """A key chosen for one call of `model`, and the in-flight slot it holds until released."""
+
+    key: UpstreamKey
+    model: str
+    # (account, token) of its slot when the model's calls in flight are capped.
+    slot: tuple[str, str] | None = None
+
+    @property
+    def secret(self) -> str:
+        return self.key.secret
+
+
 class KeyPool:
     def __init__(
         self,
@@ -72,11 +99,15 @@ class KeyPool:
         state: PoolState | None = None,
         counter: WindowCounter | None = None,
         images_per_minute: Callable[[str], int] | None = None,
+        max_in_flight: Callable[[str], int] | None = None,
+        slots: CallSlots | None = None,
+        queue_timeout: float = 60.0,
+        lease_seconds: float = 600.0,
         cooldown_seconds: float = 10.0,
         probe_seconds: float = 300.0,
         balance_refresh_seconds: float = 600.0,
         low_balance_warning: float | None = None,
-        on_balance: Callable[[str, float], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if not keys:
             raise ValueError("a key pool needs at least one key")
@@ -84,12 +115,20 @@ class KeyPool:
         self.site = site
         self.state: PoolState = state or MemoryPoolState()
         self._counter = counter or MemoryWindows()
-        self._budget = images_per_minute or (lambda model: 0)
+        self.budget = images_per_minute or (lambda model: 0)
+        self.max_in_flight = max_in_flight or (lambda model: 0)
+        self.slots: CallSlots = slots or MemorySlots()
+        self.queue_timeout = queue_timeout
+        self.lease_seconds = lease_seconds
+        # Per model: one waiter at a time looks for a slot (asyncio.Lock is first come, first
+        # served), woken when this process frees one.
+        self._doors: dict[str, asyncio.Lock] = {}
+        self._freed: dict[str, asyncio.Event] = {}
         self.cooldown_seconds = cooldown_seconds
         self.probe_seconds = probe_seconds
         self.balance_refresh_seconds = balance_refresh_seconds
         self.low_balance_warning = low_balance_warning
-        self._on_balance = on_balance
+        self._metrics = metrics
         # Account -> its total balance, as /user/info last said.
         self.balances: dict[str, float] = {}
         self._reader: UserInfoReader | None = None
@@ -117,7 +156,7 @@ class KeyPool:
             "SiliconFlow keys: %d in %d account(s)%s",
             len(self.keys),
             len(accounts),
-            self._removal_summary(),
+            removal_summary(self._seen_removals),
         )
         self._probing = [
             asyncio.create_task(self._every(self.probe_seconds, self.probe_now)),
@@ -178,7 +217,7 @@ class KeyPool:
             self._note_balance(info.id, info.balance)
         held = (await self.state.removals()).get(key.label, frozenset())
         # A model refused before is tried again: nothing in /user/info says it still is.
-        back = [INVALID, *(reason for reason in held if reason.startswith(_REFUSED))]
+        back = [INVALID, *(reason for reason in held if reason.startswith(REFUSED))]
         if info.balance is not None and info.balance <= 0:
             await self.state.take_out(key.label, NO_BALANCE)
         else:
@@ -188,8 +227,8 @@ class KeyPool:
     def _note_balance(self, account: str, balance: float) -> None:
         self.balances[account] = balance
         label = account_label(account)
-        if self._on_balance is not None:
-            self._on_balance(label, balance)
+        if self._metrics is not None:
+            self._metrics.upstream_balance.labels(label).set(balance)
         if self.low_balance_warning is not None and balance < self.low_balance_warning:
             logger.warning(
                 "SiliconFlow account %s has %.2f left, below LOW_BALANCE_WARNING (%g)",
@@ -198,21 +237,63 @@ class KeyPool:
                 self.low_balance_warning,
             )
 
-    async def choose(self, model: str) -> UpstreamKey:
-        """A key for one call of `model`; counts it in flight until `release`."""
-        if not self.shared:
-            key = self.keys[0]
-        else:
-            key = await self._choose(model)
-        key.in_flight += 1
-        return key
+    async def choose(self, model: str, *, queued_at: float | None = None) -> HeldKey:
+        """A key for one call of `model`, held in flight until `release`.
 
-    def release(self, key: UpstreamKey) -> None:
-        key.in_flight -= 1
+        With the model's calls in flight capped, this waits for an account with room, at
+        most QUEUE_TIMEOUT from `queued_at` (when the call began to wait), then 429s.
+        """
+        cap = self.max_in_flight(model)
+        if cap:
+            return await self._hold(model, cap, queued_at)
+        key = self._least_busy((await self._ranked(model))[0]) if self.shared else self.keys[0]
+        key.in_flight += 1
+        return HeldKey(key, model)
+
+    async def release(self, held: HeldKey) -> None:
+        held.key.in_flight -= 1
+        if held.slot is not None:
+            account, token = held.slot
+            held.slot = None
+            await self.slots.give_back(held.model, account, token)
+            freed = self._freed.get(held.model)
+            if freed is not None:
+                freed.set()
+
+    async def _hold(self, model: str, cap: int, queued_at: float | None) -> HeldKey:
+        started = queued_at if queued_at is not None else time.monotonic()
+        door = self._doors.setdefault(model, asyncio.Lock())
+        freed = self._freed.setdefault(model, asyncio.Event())
+        try:
+            async with asyncio.timeout(started + self.queue_timeout - time.monotonic()):
+                async with door:
+                    while True:
+                        freed.clear()
+                        ranked = await self._ranked(model) if self.shared else [self.keys]
+                        accounts = [keys[0].account for keys in ranked]
+                        slot = await self.slots.take(model, accounts, cap, self.lease_seconds)
+                        if slot is not None:
+                            key = self._least_busy(ranked[accounts.index(slot[0])])
+                            key.in_flight += 1
+                            return HeldKey(key, model, slot)
+                        try:
+                            await asyncio.wait_for(freed.wait(), SLOT_POLL_SECONDS)
+                        except TimeoutError:
+                            pass
+        except TimeoutError:
+            if self._metrics is not None:
+                self._metrics.limited.labels("upstream_pacing").inc()
+            raise RateLimitError(
+                f"Too many requests queued for {model}: its calls in flight limit ({cap} per "
+                f"SiliconFlow account) would hold this one longer than QUEUE_TIMEOUT "
+                f"({self.queue_timeout:g} s). Try again in {max(1, round(self.queue_timeout))} s.",
+                retry_after=self.queue_timeout,
+                code="upstream_pacing",
+            ) from None
 
     async def spent(self, key: UpstreamKey, model: str, images: int) -> None:
         """Count images a call made against its account's budget for the model."""
-        if self.shared and self._budget(model):
+        if self.shared and self.budget(model):
             try:
                 await self._counter.acquire(
                     _budget_key(key.account, model), images, _UNLIMITED, MINUTE
@@ -220,34 +301,47 @@ class KeyPool:
             except (RedisError, OSError) as exc:
                 logger.warning("account budget unavailable, images not counted: %s", exc)
 
-    async def _choose(self, model: str) -> UpstreamKey:
+    async def _ranked(self, model: str) -> list[list[UpstreamKey]]:
+        """The keys of each account that can serve the model now, the preferred account first:
+        the most budget left, then the fewest calls in flight, in turn among equals."""
         cooling = await self.state.cooling()
         removals = self._seen_removals = await self.state.removals()
         paid = not is_free_model(model, self.site)
-        usable = [k for k in self.keys if not _out(removals.get(k.label), model, paid)]
+        usable = [k for k in self.keys if not is_out(removals.get(k.label), model, paid)]
         ready = [k for k in usable if k.account not in cooling]
         if not ready:
-            raise self._none_can_serve(model, usable, cooling, removals, paid)
+            raise none_can_serve(
+                self.keys,
+                model,
+                usable,
+                cooling,
+                removals,
+                paid=paid,
+                probe_seconds=self.probe_seconds,
+            )
         accounts: dict[str, list[UpstreamKey]] = {}
         for key in ready:
             accounts.setdefault(key.account, []).append(key)
-        limit = self._budget(model)
-        left = {account: await self._budget_left(account, model, limit) for account in accounts}
+        limit = self.budget(model)
+        left = {account: await self.budget_left(account, model, limit) for account in accounts}
+        self._turn += 1
+        turn, count = self._turn, len(accounts)
 
-        def load(account: str) -> tuple[int, int]:
+        def load(item: tuple[int, str]) -> tuple[int, int, int]:
+            index, account = item
             # Calls in flight have not been counted against the budget yet: they will be.
             in_flight = sum(k.in_flight for k in accounts[account])
-            return -(left[account] - in_flight if limit else 0), in_flight
+            return -(left[account] - in_flight if limit else 0), in_flight, (index - turn) % count
 
-        best = min(load(a) for a in accounts)
-        self._turn += 1
-        tied = [a for a in accounts if load(a) == best]
-        keys = accounts[tied[self._turn % len(tied)]]
+        order = sorted(enumerate(accounts), key=load)
+        return [accounts[account] for _, account in order]
+
+    def _least_busy(self, keys: list[UpstreamKey]) -> UpstreamKey:
         fewest = min(k.in_flight for k in keys)
-        tied_keys = [k for k in keys if k.in_flight == fewest]
-        return tied_keys[self._turn % len(tied_keys)]
+        tied = [k for k in keys if k.in_flight == fewest]
+        return tied[self._turn % len(tied)]
 
-    async def _budget_left(self, account: str, model: str, limit: int) -> int:
+    async def budget_left(self, account: str, model: str, limit: int) -> int:
         if not limit:
             return 0
         try:
@@ -274,7 +368,7 @@ class KeyPool:
         elif isinstance(exc, UpstreamPermissionError) and exc.insufficient_balance:
             await self._take_out(key, NO_BALANCE, "its balance is spent (paid models only)")
         elif isinstance(exc, UpstreamPermissionError):
-            await self._take_out(key, _REFUSED + model, f"SiliconFlow refuses it {model}")
+            await self._take_out(key, REFUSED + model, f"SiliconFlow refuses it {model}")
         else:
             return False
         self._seen_removals = await self.state.removals()
@@ -289,39 +383,6 @@ class KeyPool:
             self.probe_seconds,
         )
 
-    def _none_can_serve(
-        self,
-        model: str,
-        usable: list[UpstreamKey],
-        cooling: dict[str, float],
-        removals: dict[str, frozenset[str]],
-        paid: bool,
-    ) -> UpstreamError:
-        out = Counter(
-            _reason(removals[k.label], model, paid)
-            for k in self.keys
-            if k.label in removals and _out(removals[k.label], model, paid)
-        )
-        also = "".join(f"; {n} key{'s' if n > 1 else ''} {why}" for why, n in sorted(out.items()))
-        if usable:
-            accounts = {k.account for k in usable}
-            wait = min(cooling[a] for a in accounts)
-            n = len(accounts)
-            error: UpstreamError = UpstreamRateLimitError(
-                f"{'All ' + str(n) if n > 1 else 'The'} SiliconFlow account"
-                f"{'s' if n > 1 else ''} {'are' if n > 1 else 'is'} rate limited for {model}; "
-                f"the first is free again in {max(1, round(wait))} s{also}.",
-                retry_after=wait,
-                maybe_billed=False,
-            )
-        else:
-            error = NoUpstreamKeyError(
-                f"No SiliconFlow key can serve {model}{also}. Keys taken out are checked again "
-                f"every {self.probe_seconds:.0f} s.",
-                maybe_billed=False,
-            )
-        return error
-
     def accounts_serving(self, model: str) -> int:
         """Accounts with a key for the model, as last seen (the pacer multiplies budgets by it)."""
         paid = not is_free_model(model, self.site)
@@ -331,7 +392,7 @@ class KeyPool:
                 {
                     k.account
                     for k in self.keys
-                    if not _out(self._seen_removals.get(k.label), model, paid)
+                    if not is_out(self._seen_removals.get(k.label), model, paid)
                 }
             ),
         )
@@ -359,63 +420,9 @@ class KeyPool:
         accounts = {k.account for k in usable}
         line = (
             f"{len(usable)} of {len(self.keys)} keys usable, in {len(accounts)} account"
-            f"{'s' if len(accounts) != 1 else ''}{self._removal_summary()}"
+            f"{'s' if len(accounts) != 1 else ''}{removal_summary(self._seen_removals)}"
         )
         return bool(usable), line
-
-    async def snapshot(self, models: Sequence[str] = ()) -> dict[str, Any]:
-        """Accounts, their key labels, states, balances and, for those of `models` with a
-        budget, the images of the last minute against it: for operators (no key, no id)."""
-        cooling, removals = await self.state.cooling(), await self.state.removals()
-        budgets = {model: limit for model in models if (limit := self._budget(model))}
-        accounts: dict[str, dict[str, Any]] = {}
-        for key in self.keys:
-            account = accounts.setdefault(
-                key.account,
-                {
-                    "account": account_label(key.account),
-                    # False: /user/info could not be read, so the key stands alone for now.
-                    "grouped": key.account != key.label,
-                    "cooling_seconds": round(cooling[key.account], 1)
-                    if key.account in cooling
-                    else None,
-                    "balance": self.balances.get(key.account),
-                    "budgets": {
-                        model: {
-                            "limit": limit,
-                            "used": limit - await self._budget_left(key.account, model, limit),
-                        }
-                        for model, limit in budgets.items()
-                    },
-                    "keys": [],
-                },
-            )
-            reasons = sorted(removals.get(key.label, ()))
-            state = "out" if reasons else "cooling" if key.account in cooling else "ok"
-            account["keys"].append(
-                {"label": key.label, "state": state, "reasons": reasons, "in_flight": key.in_flight}
-            )
-        return {"site": self.site, "probed": self.shared, "accounts": list(accounts.values())}
-
-    def _removal_summary(self) -> str:
-        out = Counter(
-            reason.split(":")[0] for reasons in self._seen_removals.values() for reason in reasons
-        )
-        return "".join(f"; {n} {why}" for why, n in sorted(out.items()))
-
-
-def _out(reasons: frozenset[str] | None, model: str, paid: bool) -> bool:
-    if not reasons:
-        return False
-    return INVALID in reasons or (paid and NO_BALANCE in reasons) or (_REFUSED + model) in reasons
-
-
-def _reason(reasons: frozenset[str], model: str, paid: bool) -> str:
-    if INVALID in reasons:
-        return "invalid (SiliconFlow answered 401)"
-    if paid and NO_BALANCE in reasons:
-        return "out of balance for paid models"
-    return f"refused {model} by SiliconFlow (403)"
 
 
 def _budget_key(account: str, model: str) -> str:

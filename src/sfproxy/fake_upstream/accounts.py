@@ -18,7 +18,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,9 @@ class FakeAccount:
     refused_models: set[str] = field(default_factory=set)
     # Per model: times and amounts of images made, for the per-minute and per-day windows.
     made: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    # Generations this account has in flight now, and the most it had at once.
+    in_flight: int = 0
+    peak_in_flight: int = 0
 
     def limits(self, model: str) -> tuple[int | None, int | None]:
         own = self.model_limits.get(model, {})
@@ -107,6 +111,8 @@ class FakeAccount:
             "model_limits": self.model_limits,
             "image_price": self.image_price,
             "refused_models": sorted(self.refused_models),
+            "in_flight": self.in_flight,
+            "peak_in_flight": self.peak_in_flight,
         }
 
 
@@ -174,6 +180,7 @@ class FakeAccounts:
             for account in self._accounts.values():
                 if account_id is None or account.id == account_id:
                     account.made.clear()
+                    account.peak_in_flight = account.in_flight
 
     def clear(self) -> None:
         """Back to the default: no accounts, the single configured key."""
@@ -205,6 +212,18 @@ class FakeAccounts:
             if scheme != "Bearer" or key in self._revoked or key not in self._keys:
                 return None
             return self._accounts[self._keys[key]]
+
+    @contextmanager
+    def calling(self, account: FakeAccount) -> Iterator[None]:
+        """Count a generation in flight for its account while it is made."""
+        with self._lock:
+            account.in_flight += 1
+            account.peak_in_flight = max(account.peak_in_flight, account.in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                account.in_flight -= 1
 
     def admit(self, account: FakeAccount, model: str, images: int) -> web.Response | None:
         """Count a generation against the account, or SiliconFlow's refusal of it."""

@@ -142,11 +142,11 @@ class _Api:
         refusal = self._state.accounts.admit(account, generation.model, generation.count)
         if refusal is not None:
             return refusal
-        if not await self._pause(config.latency):
-            return None
-
-        seed = generation.seed if generation.seed is not None else _random_seed()
-        images = await self._render(generation, seed)
+        with self._state.accounts.calling(account):
+            if not await self._pause(config.latency):
+                return None
+            seed = generation.seed if generation.seed is not None else _random_seed()
+            images = await self._render(generation, seed)
         origin = str(request.url.origin())
         urls = [{"url": self._publish(image, origin, expired)} for image in images]
         self._state.count("images_generated", len(urls))

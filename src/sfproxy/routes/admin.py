@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from ..errors import AuthenticationError, NotFoundError
+from ..upstream_report import pool_snapshot
 from .common import ServicesDep
 
 router = APIRouter(tags=["admin"], include_in_schema=False)
@@ -34,7 +35,7 @@ async def upstream(request: Request, services: ServicesDep) -> JSONResponse:
     require_admin(request, services.settings.admin_key_list)
     catalogue = services.catalogue
     models = [spec.id for spec in catalogue.listed]
-    snapshot = await services.client.keys.snapshot(models)
+    snapshot = await pool_snapshot(services.client.keys, models)
     snapshot["models"] = {
         "source": catalogue.source,
         "status": services.models.status,
