@@ -13,7 +13,7 @@ import pytest
 
 from sfproxy.fake_upstream import FakeSiliconFlow
 from sfproxy.upstream_slots import CallSlots, MemorySlots, RedisSlots
-from tests.support.inprocess import Running, in_process, service_settings
+from tests.support.inprocess import Running, eventually, in_process, on_loopback, service_settings
 from tests.support.redis import RedisServer
 
 QWEN = "Qwen/Qwen-Image"
@@ -192,3 +192,33 @@ async def test_operators_see_the_calls_in_flight_against_the_cap(
     assert {model for model, count in counts[0].items() if count["now"]} == {QWEN}
     assert all(count == {"limit": 2, "now": 0} for count in counts[1].values())
     assert len(counts[1]) == len(during["models"]["listed"])
+
+
+async def test_a_call_waiting_for_a_slot_is_dropped_when_its_client_leaves(
+    upstream: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    upstream.accounts.add("acct-a", keys=[A1])
+    upstream.configure(latency=1.0)
+    settings = service_settings(
+        upstream,
+        tmp_path,
+        siliconflow_api_key=None,
+        siliconflow_api_keys=A1,
+        image_store="off",
+        upstream_max_in_flight=1,
+    )
+    async with on_loopback(settings) as running:
+        pool = running.services.client.keys
+        first = asyncio.create_task(generate(running))
+        await eventually(lambda: upstream.stats["in_flight"] == 1, what="the first call")
+        body = {"model": QWEN, "prompt": "a fox who leaves", "size": "1024x1024"}
+        async with httpx.AsyncClient(base_url=running.url) as leaving:
+            waiting = asyncio.create_task(leaving.post("/v1/images/generations", json=body))
+            await eventually(lambda: pool.waiting(QWEN) == 1, what="the second call to wait")
+            waiting.cancel()
+        # The service notices the closed connection and gives up the waiting call.
+        await eventually(lambda: pool.waiting(QWEN) == 0, what="the wait to end")
+        assert (await first).status_code == 200
+        # Had it still waited, the call would have gone out before this one.
+        assert (await generate(running)).status_code == 200
+    assert [r.body["prompt"] for r in upstream.requests] == ["a fox", "a fox"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -124,6 +125,7 @@ class KeyPool:
         # served), woken when this process frees one.
         self._doors: dict[str, asyncio.Lock] = {}
         self._freed: dict[str, asyncio.Event] = {}
+        self._waiting: Counter[str] = Counter()
         self.cooldown_seconds = cooldown_seconds
         self.probe_seconds = probe_seconds
         self.balance_refresh_seconds = balance_refresh_seconds
@@ -260,10 +262,15 @@ class KeyPool:
             if freed is not None:
                 freed.set()
 
+    def waiting(self, model: str) -> int:
+        """Calls of the model in this process waiting for an in-flight slot now."""
+        return self._waiting[model]
+
     async def _hold(self, model: str, cap: int, queued_at: float | None) -> HeldKey:
         started = queued_at if queued_at is not None else time.monotonic()
         door = self._doors.setdefault(model, asyncio.Lock())
         freed = self._freed.setdefault(model, asyncio.Event())
+        self._waiting[model] += 1
         try:
             async with asyncio.timeout(started + self.queue_timeout - time.monotonic()):
                 async with door:
@@ -290,6 +297,8 @@ class KeyPool:
                 retry_after=self.queue_timeout,
                 code="upstream_pacing",
             ) from None
+        finally:
+            self._waiting[model] -= 1
 
     async def spent(self, key: UpstreamKey, model: str, images: int) -> None:
         """Count images a call made against its account's budget for the model."""
