@@ -21,7 +21,12 @@ LOOP_BLOCK_MS = 20.0
 STARTUP_S = 1.5
 # Issue 11: "key choice adds no measurable latency at concurrency 1 and 64".
 KEY_CHOICE_P50_C1_MS = 0.5
+# At c=64 the p99 is a queue's and moves by tens of milliseconds between runs of the same
+# service on a shared machine: a difference is measurable only beyond that run-to-run spread
+# (the one-key service's own p99, max − min over the rounds), and never counted below this.
 KEY_CHOICE_P99_C64_MS = 5.0
+# CPU of one choose + release with the pool, measured directly (bench/key_choice.py).
+KEY_CHOICE_CPU_US = 50.0
 # How far a keepalive may stray from its schedule and still be "on schedule".
 KEEPALIVE_TOLERANCE_S = 0.05
 # Below this an added latency is noise; ratios against it would be meaningless.
@@ -128,24 +133,48 @@ def key_choice_added_ms(level: Mapping[str, Any], percentile: str) -> float:
     return median([added_ms(runs["service_pool"], runs["service"], percentile) for runs in rounds])
 
 
+def one_key_p99_spread_ms(level: Mapping[str, Any]) -> float:
+    """How far the one-key service's own p99 moved over the rounds: the noise of the run."""
+    p99s = [runs["service"]["p99_ms"] for runs in level.get("rounds") or [level["runs"]]]
+    return max(p99s) - min(p99s)
+
+
 def key_pool_checks(scenario: Mapping[str, Any]) -> list[Check]:
     """Issue 11: what choosing among several keys adds over one key, same load."""
     found: list[Check] = []
-    for concurrency, percentile, limit in (
-        (1, "p50", KEY_CHOICE_P50_C1_MS),
-        (64, "p99", KEY_CHOICE_P99_C64_MS),
-    ):
-        for level in scenario.get("levels", []):
-            if level["concurrency"] == concurrency:
-                found.append(
-                    Check(
-                        "11",
-                        f"key choice's added {percentile} at c={concurrency}",
-                        key_choice_added_ms(level, percentile),
-                        limit,
-                        " ms",
-                    )
+    for level in scenario.get("levels", []):
+        if level["concurrency"] == 1:
+            found.append(
+                Check(
+                    "11",
+                    "key choice's added p50 at c=1",
+                    key_choice_added_ms(level, "p50"),
+                    KEY_CHOICE_P50_C1_MS,
+                    " ms",
                 )
+            )
+        elif level["concurrency"] == 64:
+            noise = max(KEY_CHOICE_P99_C64_MS, one_key_p99_spread_ms(level))
+            found.append(
+                Check(
+                    "11",
+                    "key choice's added p99 at c=64 (limit: one key's own p99 spread)",
+                    key_choice_added_ms(level, "p99"),
+                    round(noise, 2),
+                    " ms",
+                )
+            )
+    choice = scenario.get("choice_us")
+    if choice:
+        found.append(
+            Check(
+                "11",
+                "CPU of one key choice with the pool",
+                choice["pool"],
+                KEY_CHOICE_CPU_US,
+                " µs",
+            )
+        )
     return found
 
 

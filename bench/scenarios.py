@@ -29,6 +29,7 @@ from .context import (
     poll_healthz,
 )
 from .dependencies import dependencies
+from .key_choice import choice_cost_us
 from .metrics import (
     event_loop_lag_max_ms,
     lag_max_from_prometheus,
@@ -414,7 +415,7 @@ async def key_pool(ctx: Context) -> dict[str, Any]:
         seconds = 2.0 if ctx.quick else 5.0
         # The two services take turns (one key first, then the pool first, ...): other
         # tenants' load drifts, and a fixed order would charge the drift to one of them.
-        rounds = 1 if ctx.quick else 3
+        rounds = 1 if ctx.quick else 5
         levels = []
         for concurrency in (1, 64):
             measured: list[dict[str, Any]] = []
@@ -447,6 +448,7 @@ async def key_pool(ctx: Context) -> dict[str, Any]:
     return {
         "seconds_per_run": seconds,
         "rounds": rounds,
+        "choice_us": await choice_cost_us(POOL_ACCOUNTS),
         "accounts": accounts,
         "pool_keys": len(pool_keys),
         "requests_per_key": used,

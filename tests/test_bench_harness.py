@@ -400,6 +400,7 @@ def key_pool_scenario() -> dict[str, Any]:
         "rounds": 3,
         "pool_keys": 4,
         "requests_per_key": {"sk-pool-a1": 10, "sk-pool-a2": 12, "sk-pool-b1": 9},
+        "choice_us": {"one_key": 0.9, "pool": 12.5, "pool_capped": 30.25},
         "levels": [
             # Pool minus one key at p50: +0.1, +0.3, +0.9 -> median +0.3 ms.
             level(1, [(2.0, 3.0, 2.1, 3.0), (2.0, 3.0, 2.3, 3.0), (2.0, 3.0, 2.9, 3.0)]),
@@ -409,15 +410,31 @@ def key_pool_scenario() -> dict[str, Any]:
     }
 
 
+C64 = "key choice's added p99 at c=64 (limit: one key's own p99 spread)"
+
+
 def test_key_choice_is_judged_on_the_median_of_alternating_rounds() -> None:
     found = by_name(report.key_pool_checks(key_pool_scenario()))
     assert found["key choice's added p50 at c=1"].measured == pytest.approx(0.3)
     assert found["key choice's added p50 at c=1"].mark == "PASS"
-    assert found["key choice's added p99 at c=64"].measured == pytest.approx(2.0)
-    assert found["key choice's added p99 at c=64"].target == "≤ 5 ms"
+    # The one key's own p99 went from 90 to 130 ms over the rounds: that is the noise.
+    assert found[C64].measured == pytest.approx(2.0)
+    assert found[C64].target == "≤ 40 ms"
+    assert found["CPU of one key choice with the pool"].target == "≤ 50 µs"
+    assert found["CPU of one key choice with the pool"].mark == "PASS"
     slower = key_pool_scenario()
     slower["levels"][0]["rounds"][1]["service_pool"] = run(2.6, 3.0)
     assert by_name(report.key_pool_checks(slower))["key choice's added p50 at c=1"].mark == "FAIL"
+
+
+def test_a_p99_difference_beyond_the_noise_fails() -> None:
+    steady = key_pool_scenario()
+    # One key's p99 steady at 90 ms (the floor of 5 ms applies); the pool 8 ms slower each time.
+    steady["levels"][1]["rounds"] = [
+        {"service": run(40.0, 90.0), "service_pool": run(40.0, 98.0)} for _ in range(3)
+    ]
+    check = by_name(report.key_pool_checks(steady))[C64]
+    assert (check.measured, check.target, check.mark) == (pytest.approx(8.0), "≤ 5 ms", "FAIL")
 
 
 def test_key_pool_rows_and_its_section_replaced_alone() -> None:
@@ -434,8 +451,10 @@ def test_key_pool_rows_and_its_section_replaced_alone() -> None:
         "c=64 service, one key",
         "c=64 service, 4 keys in 2 accounts",
         "requests per pool key (1 s at c=8)",
+        "CPU per choose + release, in-process (µs)",
         "key choice's added p50 at c=1",
-        "key choice's added p99 at c=64",
+        C64,
+        "CPU of one key choice with the pool",
     ]
     assert pool_rows[5][3] == (
         "over one key, median of 3 alternating rounds: p50 +0.00 ms, p99 +2.00 ms "
@@ -445,8 +464,10 @@ def test_key_pool_rows_and_its_section_replaced_alone() -> None:
         "over direct: p50 +39.80 ms, p99 +89.60 ms; its own p99 over the rounds 90.00–130.00 ms"
     )
     assert pool_rows[6][2:4] == ("a1 10, a2 12, b1 9", "3 of 4 keys used")
-    assert pool_rows[8][2:] == ("+2.00 ms", "pool − one key", "≤ 5 ms", "PASS")
-    assert report.summary(measured).startswith("14 of 17 targets met")
+    assert pool_rows[7][2] == "one key 0.90 · pool 12.50 · pool with a cap on calls in flight 30.25"
+    assert pool_rows[9][2:] == ("+2.00 ms", "pool − one key", "≤ 40 ms", "PASS")
+    assert pool_rows[10][2:] == ("12.50 µs", "measured directly", "≤ 50 µs", "PASS")
+    assert report.summary(measured).startswith("15 of 18 targets met")
 
     section = key_pool_section(measured)
     assert section is not None

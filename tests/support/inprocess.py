@@ -9,6 +9,7 @@ timeouts). Either way the test can reach the running `Services` directly.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,6 +44,9 @@ def service_settings(
     if tmp_path is not None:
         values["image_dir"] = tmp_path / "images"
     values.update(overrides)
+    if "image_dir" not in values and "database_url" not in values:
+        # Never the checkout's data/sfproxy.db: each such service gets a database of its own.
+        values["database_url"] = f"sqlite:///{tempfile.mkdtemp(prefix='sfproxy-db-')}/sfproxy.db"
     # No .env file: the test says everything the service is configured with.
     return load_settings(_env_file=None, **values)
 
