@@ -473,6 +473,12 @@ BAD_INPUTS = [
         "(2026-12-01, 2026-12-01T09:30Z), not '７d'.",
     ),
     (
+        {"since": "0001-01-01T00:00+08:00"},
+        "since",
+        "since must be a duration (7d, 24h, 30m) or an ISO date or time "
+        "(2026-12-01, 2026-12-01T09:30Z), not '0001-01-01T00:00+08:00'.",
+    ),
+    (
         {"since": "1" * 5000},
         "since",
         "since must be a duration (7d, 24h, 30m) or an ISO date or time "

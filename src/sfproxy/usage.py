@@ -107,11 +107,10 @@ def parse_moment(text: str, *, now: datetime, param: str) -> datetime:
         return now - timedelta(seconds=seconds)
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        # Year 1 at +08:00 (or 9999 at -08:00) is no moment a datetime can hold in UTC.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise _bad_moment(param, text) from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _bad_moment(param: str, text: str) -> InvalidRequestError:
