@@ -478,6 +478,7 @@ BAD_INPUTS = [
         "since must be a duration (7d, 24h, 30m) or an ISO date or time "
         "(2026-12-01, 2026-12-01T09:30Z), not '0001-01-01T00:00+08:00'.",
     ),
+    ({"client": "c" * 201}, "client", "client is longer than 200 characters."),
     (
         {"since": "1" * 5000},
         "since",
