@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from . import __version__
+from .cli_usage import add_usage_command
 from .errors import ProxyError
 from .links import link_warning
 from .observability import configure_logging
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     upstream.add_argument("--json", action="store_true", help="print JSON")
     upstream.set_defaults(handler=_upstream)
+
+    add_usage_command(commands)
 
     fake = commands.add_parser(
         "fake-upstream", help="run only the built-in fake SiliconFlow (for tests and benchmarks)"

@@ -16,6 +16,7 @@ them as OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
     ├── ImageStoreError                503 server_error             (the image store failed)
     ├── ServerBusyError                503 server_error             (MAX_CONNECTIONS are open)
     ├── ServerShuttingDownError        503 server_error             (the grace period is ending)
+    ├── DatabaseUnavailableError       503 server_error             (DATABASE_URL did not answer)
     └── UpstreamError                  502 upstream_error           (anything SiliconFlow did)
         ├── UpstreamRejectedError      400 invalid_request_error    (SiliconFlow said 400)
         ├── UpstreamAuthError          502 upstream_error           (SILICONFLOW_API_KEY refused)
@@ -149,6 +150,13 @@ class ServerShuttingDownError(ProxyError):
         super().__init__(
             "The server is shutting down and stopped this request before it finished; retry it."
         )
+
+
+class DatabaseUnavailableError(ProxyError):
+    status_code = 503
+    error_type = "server_error"
+    default_code = "database_unavailable"
+    retryable = True
 
 
 class ImageStoreError(ProxyError):
