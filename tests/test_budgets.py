@@ -18,11 +18,12 @@ import pytest
 from redis import Redis
 
 from sfproxy.auth import Client, key_label
-from sfproxy.budgets import Budgets, MemorySpend, windows
+from sfproxy.budgets import Budgets, windows
 from sfproxy.db.database import Database
 from sfproxy.db.tables import ledger
 from sfproxy.errors import BudgetExceededError, InvalidRequestError
 from sfproxy.prices import Prices
+from sfproxy.spend_counters import MemorySpend
 
 from .conftest import CLIENT_KEYS
 from .support.inprocess import ASGI_URL, eventually, in_process, on_loopback, service_settings
@@ -227,6 +228,24 @@ async def test_a_zero_budget_allows_only_free_models(fake, tmp_path):
         assert refused.status_code == 429
         assert "0.00 CNY left of 0.00 CNY" in refused.json()["error"]["message"]
         assert fake.requests[-1].body["model"] == KOLORS
+        # Chat is refused the same way, before a stream starts.
+        chat = await running.http.post(
+            "/v1/chat/completions",
+            json={"model": QWEN, "stream": True, "messages": [{"role": "user", "content": "x"}]},
+            headers=AUTH,
+        )
+        assert chat.status_code == 429
+        assert chat.headers["content-type"].startswith("application/json")
+        assert chat.json()["error"]["code"] == "budget_exceeded"
+        assert len(fake.requests) == 1
+
+
+async def test_budgets_fail_open_when_redis_is_unreachable(fake, tmp_path, caplog):
+    options = settings(fake, tmp_path, {"daily_budget": "0"}, redis_url="redis://127.0.0.1:9/0")
+    async with in_process(options) as running:
+        # Like the other client limits: an outage must not stop image generation.
+        assert (await generate(running)).status_code == 200
+        assert "budgets unavailable, daily spend not counted" in caplog.text
 
 
 async def test_a_keys_own_budgets_win_over_client_limits_and_the_defaults(fake, tmp_path):

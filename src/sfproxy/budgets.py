@@ -6,24 +6,21 @@ the images delivered: the corridor does both, exactly as for the images-per-day 
 
 Spend is counted per key and calendar period (the day from 00:00 UTC, the month from the 1st)
 in millionths of the currency, as integers, so that no amount is lost to floats. Counters live
-in memory, or in Redis with `REDIS_URL` so that every instance agrees. A period's counter that
-is missing (a restart without Redis, a flushed Redis) is seeded from the ledger: the sum of what
-the key was charged in that period.
+in memory, or in Redis with `REDIS_URL` so that every instance agrees (`spend_counters.py`). A
+period's counter that is missing (a restart without Redis, a flushed Redis) is seeded from the
+ledger: the sum of what the key was charged in that period.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,14 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .auth import Client
 from .db.tables import ledger
 from .errors import BudgetExceededError, InvalidRequestError
-from .limits import REDIS_BACKOFF, REDIS_TIMEOUT
 from .metrics import Metrics
 from .prices import Prices
 from .settings import ClientQuota
+from .spend_counters import SpendCounter
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Period = Literal["daily", "monthly"]
 MICROS = 1_000_000
 # Counters outlive their period by this much, so that a request reserved just before the reset
@@ -88,141 +84,6 @@ def windows(now: datetime) -> tuple[Window, Window]:
         Window("daily", day.strftime("%Y-%m-%d"), day, day + timedelta(days=1)),
         Window("monthly", month.strftime("%Y-%m"), month, next_month),
     )
-
-
-class SpendCounter(Protocol):
-    async def take(self, key: str, amount: int, limit: int) -> tuple[bool, int] | None:
-        """Add `amount` if the total stays within `limit`: (admitted, spent before); None when
-        the counter does not exist (seed it first)."""
-        ...
-
-    async def seed(self, key: str, spent: int, ttl: float) -> None:
-        """Create the counter at `spent`, unless another request just did."""
-        ...
-
-    async def add(self, key: str, amount: int) -> None:
-        """Add (or, negative, give back) an amount, if the counter still exists."""
-        ...
-
-    async def spent(self, key: str) -> int | None: ...
-
-    async def close(self) -> None: ...
-
-
-class MemorySpend:
-    """Counters of this process only."""
-
-    def __init__(self) -> None:
-        self._counters: dict[str, list[float]] = {}
-
-    async def take(self, key: str, amount: int, limit: int) -> tuple[bool, int] | None:
-        counter = self._live(key)
-        if counter is None:
-            return None
-        spent = int(counter[0])
-        if spent + amount > limit:
-            return False, spent
-        counter[0] = spent + amount
-        return True, spent
-
-    async def seed(self, key: str, spent: int, ttl: float) -> None:
-        now = time.time()
-        # Periods end: forget the counters of those that did, so memory stays one per period.
-        for old in [name for name, (_, expires) in self._counters.items() if expires <= now]:
-            del self._counters[old]
-        self._counters.setdefault(key, [spent, now + ttl])
-
-    async def add(self, key: str, amount: int) -> None:
-        counter = self._live(key)
-        if counter is not None:
-            counter[0] = int(counter[0]) + amount
-
-    async def spent(self, key: str) -> int | None:
-        counter = self._live(key)
-        return None if counter is None else int(counter[0])
-
-    def _live(self, key: str) -> list[float] | None:
-        counter = self._counters.get(key)
-        return counter if counter is not None and counter[1] > time.time() else None
-
-    async def close(self) -> None:
-        pass
-
-
-# Atomic in Redis: admit the amount only if the total stays within the limit. Amounts are
-# integers (millionths), exact in Lua's doubles up to 2^53.
-_TAKE = """
-local spent = redis.call('GET', KEYS[1])
-if not spent then
-  return {-1, 0}
-end
-spent = tonumber(spent)
-if spent + tonumber(ARGV[1]) <= tonumber(ARGV[2]) then
-  redis.call('INCRBY', KEYS[1], ARGV[1])
-  return {1, spent}
-end
-return {0, spent}
-"""
-
-# A counter that expired is not brought back without its expiry (nor below its seed).
-_ADD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.call('INCRBY', KEYS[1], ARGV[1])
-end
-return false
-"""
-
-
-class RedisSpend:
-    """Counters shared by every instance that uses the same Redis (as limits.py's are)."""
-
-    def __init__(self, url: str, *, prefix: str = "sfproxy:budget:") -> None:
-        self._redis = aioredis.from_url(
-            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
-        )
-        self._take = self._redis.register_script(_TAKE)
-        self._add = self._redis.register_script(_ADD)
-        self._prefix = prefix
-        self._down_until = 0.0
-
-    async def _guarded(self, call: Awaitable[T]) -> T:
-        # As limits.py's counters: after a failure, fail at once for a while, not once per call.
-        if time.monotonic() < self._down_until:
-            if isinstance(call, Coroutine):
-                call.close()
-            raise RedisConnectionError("Redis failed a moment ago; not asked again yet")
-        try:
-            return await call
-        except (RedisError, OSError):
-            self._down_until = time.monotonic() + REDIS_BACKOFF
-            raise
-
-    async def take(self, key: str, amount: int, limit: int) -> tuple[bool, int] | None:
-        admitted, spent = await self._guarded(
-            self._take(keys=[self._prefix + key], args=[amount, limit])
-        )
-        if int(admitted) < 0:
-            return None
-        return bool(int(admitted)), int(spent)
-
-    async def seed(self, key: str, spent: int, ttl: float) -> None:
-        await self._guarded(
-            self._redis.set(self._prefix + key, spent, nx=True, px=max(1, int(ttl * 1000)))
-        )
-
-    async def add(self, key: str, amount: int) -> None:
-        await self._guarded(self._add(keys=[self._prefix + key], args=[amount]))
-
-    async def spent(self, key: str) -> int | None:
-        value = await self._guarded(self._redis.get(self._prefix + key))
-        return None if value is None else int(value)
-
-    async def close(self) -> None:
-        await self._redis.aclose()
-
-
-def make_spend_counter(redis_url: str | None) -> SpendCounter:
-    return RedisSpend(redis_url) if redis_url else MemorySpend()
 
 
 class Spend(Protocol):

@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from .auth import ClientKeys
-from .budgets import Budgets, SpendCounter, make_spend_counter
+from .budgets import Budgets
 from .catalogue import Catalogue
 from .corridor import Corridor
 from .db.database import Database
@@ -25,6 +25,7 @@ from .pacing import ModelPacer
 from .retries import RetryPolicy
 from .settings import Settings
 from .siliconflow import SessionFactory, SiliconFlowClient
+from .spend_counters import SpendCounter, make_spend_counter
 from .store import ImageStore, NoImageStore
 from .store.local import LocalImageStore
 from .upstream_keys import KeyPool
