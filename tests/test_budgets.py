@@ -151,6 +151,19 @@ async def test_a_partial_failure_charges_only_the_images_delivered(fake, tmp_pat
         assert (await generate(running)).status_code == 429
 
 
+async def test_a_refusal_by_the_image_limit_gives_the_budget_back(fake, tmp_path):
+    options = settings(
+        fake, tmp_path, {"daily_budget": "3", "monthly_budget": "10", "images_per_day": 2}
+    )
+    async with in_process(options) as running:
+        assert (await generate(running, n=2)).status_code == 200
+        refused = await generate(running)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "client_images_per_day"
+        assert await spent(running, "daily") == Decimal("0.6")
+        assert await spent(running, "monthly") == Decimal("0.6")
+
+
 async def test_a_client_that_leaves_is_charged_nothing(fake, tmp_path):
     fake.configure(latency=1.0)
     async with on_loopback(settings(fake, tmp_path, {"daily_budget": "0.3"})) as running:
