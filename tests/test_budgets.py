@@ -432,3 +432,24 @@ def row(client: str, at: datetime, charged: str | None, *, currency: str = "CNY"
         "charged": None if charged is None else Decimal(charged),
         "currency": currency,
     }
+
+
+async def test_a_flushed_redis_is_seeded_again_from_the_ledger(fake, tmp_path, redis):
+    options = settings(fake, tmp_path, {"daily_budget": "0.9"}, redis_url=redis.url)
+    async with in_process(options) as running:
+        engine = running.services.database.engine
+        day, _ = windows(datetime.now(UTC))
+        async with engine.begin() as connection:
+            await connection.execute(ledger.insert(), [row(LABEL, day.start, "0.6")])
+        assert await spent(running, "daily") == Decimal("0.6")
+        async with engine.begin() as connection:
+            await connection.execute(ledger.insert(), [row(LABEL, day.start, "0.3")])
+        # Redis is the live truth while it holds the counter...
+        assert await spent(running, "daily") == Decimal("0.6")
+        redis.command("FLUSHALL")
+        # ...and the ledger is, once it lost it.
+        assert await spent(running, "daily") == Decimal("0.9")
+        refused = await generate(running)
+        assert refused.status_code == 429
+        assert "0.00 CNY left of 0.90 CNY" in refused.json()["error"]["message"]
+        assert fake.requests == []

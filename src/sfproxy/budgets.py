@@ -222,7 +222,11 @@ class Budgets:
         return HeldSpend(self.counter, held, price=each, images=images) if held else NO_SPEND
 
     async def status(self, client: Client) -> list[BudgetStatus]:
-        """The client's spend this UTC day and month (reserved included), and what is left."""
+        """The client's spend this UTC day and month, and what is left (for usage reports).
+
+        A period with a budget reads its counter (reserved spend included); one without reads
+        the ledger. Raises SQLAlchemyError when the ledger is needed and does not answer.
+        """
         budgets = self.budgets(client)
         now = self._clock()
         found = []
