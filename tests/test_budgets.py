@@ -23,6 +23,7 @@ from sfproxy.db.database import Database
 from sfproxy.db.tables import ledger
 from sfproxy.errors import BudgetExceededError, InvalidRequestError
 from sfproxy.prices import Prices
+from sfproxy.settings import ConfigError, load_settings
 from sfproxy.spend_counters import MemorySpend
 
 from .conftest import CLIENT_KEYS
@@ -294,6 +295,26 @@ async def test_a_keys_own_budgets_win_over_client_limits_and_the_defaults(fake, 
         assert await spent(running, "daily", database_key) == Decimal("0.2")
         with pytest.raises(InvalidRequestError):
             await budgets.reserve(database_key, "some/unpriced-model", 1)
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        ({"daily_budget": -1}, "at daily_budget: Input should be greater than or equal to 0"),
+        (
+            {"monthly_budget": "0.0000001"},
+            "at monthly_budget: Decimal input should have no more than 6 decimal places",
+        ),
+        ({"daily_budget": "lots"}, "at daily_budget: Input should be a valid decimal"),
+    ],
+)
+def test_bad_budgets_stop_the_start_without_echoing_the_key(limits, reason):
+    with pytest.raises(ConfigError) as refused:
+        load_settings(_env_file=None, client_limits=json.dumps({KEY: limits}))
+    assert str(refused.value) == f"CLIENT_LIMITS is invalid {reason}"
+    assert KEY not in str(refused.value)
+    exact = load_settings(_env_file=None, client_daily_budget="0.000001")
+    assert exact.client_daily_budget == Decimal("0.000001")
 
 
 def test_periods_are_calendar_days_and_months_in_utc():
