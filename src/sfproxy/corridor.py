@@ -5,12 +5,13 @@ way to render the result. The corridor
 
 1. **prepares** the job once: checked against the model's catalogue entry, its upstream body
    built and its calls planned (`Plan`);
-2. **reserves** the planned images against the client's daily limit (429 if over it);
+2. **reserves** the planned images against the client's daily limit, and their expected cost
+   against the client's budgets (429 if over either);
 3. **runs** the plan as a `Flight` (see `handover.py`), or takes over an identical one whose
    client left, until it is done, the client leaves, or `REQUEST_TIMEOUT_SECONDS` pass (504);
-4. **settles**: the client is charged for the images that were sent to it, and every other
-   reserved image is given back, whatever happened: partial failure, error, disconnect,
-   cancellation or deadline.
+4. **settles**: the client is charged for the images that were sent to it (and their price),
+   and every other reserved image (and its price) is given back, whatever happened: partial
+   failure, error, disconnect, cancellation or deadline.
 
 "What does a client pay for this?" is answered here and nowhere else: `Ticket.settle`.
 """
@@ -28,6 +29,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from .auth import Client
+from .budgets import NO_SPEND, Budgets, Spend
 from .catalogue import plan_batches
 from .errors import DeadlineError, InvalidRequestError
 from .generate import Generation, ImageGenerator, Progress
@@ -49,12 +51,14 @@ class Corridor:
         generator: ImageGenerator,
         limits: ClientLimits,
         *,
+        budgets: Budgets,
         request_timeout: float,
         handover_seconds: float,
         metrics: Metrics,
     ) -> None:
         self.generator = generator
         self.limits = limits
+        self.budgets = budgets
         self.request_timeout = request_timeout
         self.flights = Flights(handover_seconds)
         self.metrics = metrics
@@ -93,8 +97,13 @@ class Corridor:
         return Plan(job=job, spec=spec, payload=payload, size=size, batches=batches)
 
     async def open(self, plan: Plan, client: Client, note: RequestNote) -> Ticket:
-        """Reserve the plan's images for the client: the ticket now owns that money."""
-        reservation = await self.limits.reserve_images(client, plan.requested)
+        """Reserve the plan's images and their cost: the ticket now owns that money."""
+        spend = await self.budgets.reserve(client, plan.job.model, plan.requested)
+        try:
+            reservation = await self.limits.reserve_images(client, plan.requested)
+        except BaseException:
+            await spend.settle(0)
+            raise
         note.model = plan.job.model
         note.model_requested = plan.job.requested_model
         note.prompt = plan.job.prompt
@@ -103,6 +112,7 @@ class Corridor:
             plan=plan,
             key=job_key(client.label, plan.job),
             reservation=reservation,
+            spend=spend,
             note=note,
             deadline=time.monotonic() + self.request_timeout,
         )
@@ -150,6 +160,7 @@ class Ticket:
     reservation: Reservation
     note: RequestNote
     deadline: float
+    spend: Spend = NO_SPEND
     delivered: int = 0
     _flight: Flight | None = None
     _waiting: bool = False
@@ -224,6 +235,7 @@ class Ticket:
             return
         self._closed = True
         refunded = await self.reservation.settle(self.delivered)
+        await self.spend.settle(self.delivered)
         undelivered = self.plan.requested - self.delivered
         note = self.note
         note.delivered = self.delivered

@@ -11,6 +11,7 @@ them as OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
     ├── NotFoundError                  404 invalid_request_error
     ├── MethodNotAllowedError          405 invalid_request_error
     ├── RateLimitError                 429 rate_limit_error         (client limits, queue waits)
+    │   └── BudgetExceededError        429 insufficient_quota       (a key's daily/monthly budget)
     ├── DeadlineError                  504 server_error             (REQUEST_TIMEOUT_SECONDS)
     ├── RequestTimeoutError            408 invalid_request_error   (the request came too slowly)
     ├── ImageStoreError                503 server_error             (the image store failed)
@@ -113,6 +114,17 @@ class RateLimitError(ProxyError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class BudgetExceededError(RateLimitError):
+    # What OpenAI answers when an account's quota is spent; SDKs show it as a RateLimitError.
+    error_type = "insufficient_quota"
+    default_code = "budget_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        # Nothing changes before the reset, hours away: an SDK's quick retries would only fail.
+        self.retries_exhausted = True
 
 
 class DeadlineError(ProxyError):

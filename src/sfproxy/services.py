@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from .auth import ClientKeys
+from .budgets import Budgets
 from .catalogue import Catalogue
 from .corridor import Corridor
 from .db.database import Database
@@ -24,6 +25,7 @@ from .pacing import ModelPacer
 from .retries import RetryPolicy
 from .settings import Settings
 from .siliconflow import SessionFactory, SiliconFlowClient
+from .spend_counters import SpendCounter, make_spend_counter
 from .store import ImageStore, NoImageStore
 from .store.local import LocalImageStore
 from .upstream_keys import KeyPool
@@ -61,6 +63,7 @@ class Services:
     metrics: Metrics
     counter: WindowCounter
     limits: ClientLimits
+    budgets: Budgets
     # Client keys and the usage ledger (DATABASE_URL, else SQLite in the data directory).
     database: Database
 
@@ -83,6 +86,7 @@ class Services:
         store = make_store(settings)
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         counter = make_counter(redis_url)
+        spend: SpendCounter = make_spend_counter(redis_url)
         pacer = ModelPacer(
             counter,
             max_in_flight=settings.upstream_max_in_flight,
@@ -124,6 +128,7 @@ class Services:
         )
         async with AsyncExitStack() as stack:
             stack.push_async_callback(counter.close)
+            stack.push_async_callback(spend.close)
             stack.push_async_callback(keys.state.close)
             stack.push_async_callback(keys.slots.close)
             database = await stack.enter_async_context(Database.open(settings.database_target))
@@ -160,9 +165,19 @@ class Services:
                 overrides=settings.client_overrides,
                 metrics=metrics,
             )
+            budgets = Budgets(
+                spend,
+                database.engine,
+                settings.prices,
+                daily=settings.client_daily_budget,
+                monthly=settings.client_monthly_budget,
+                overrides=settings.client_overrides,
+                metrics=metrics,
+            )
             corridor = Corridor(
                 generator,
                 limits,
+                budgets=budgets,
                 request_timeout=settings.request_timeout_seconds,
                 handover_seconds=settings.handover_seconds,
                 metrics=metrics,
@@ -185,6 +200,7 @@ class Services:
                 metrics=metrics,
                 counter=counter,
                 limits=limits,
+                budgets=budgets,
                 database=database,
             )
 

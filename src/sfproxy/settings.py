@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     upstream_cooldown_seconds: float = Field(default=10.0, ge=0)
     client_rpm: int = Field(default=0, ge=0)
     client_images_per_day: int = Field(default=0, ge=0)
+    # Spend per key per UTC day and month, in the site's currency (budgets.py); unset: none.
+    client_daily_budget: Decimal | None = Field(default=None, ge=0, decimal_places=6)
+    client_monthly_budget: Decimal | None = Field(default=None, ge=0, decimal_places=6)
     client_limits: SecretStr | None = None
     redis_url: SecretStr | None = None
     # Client keys and the usage ledger: sqlite:///PATH or postgresql://…; unset, a SQLite file
@@ -457,6 +460,9 @@ class ClientQuota(BaseModel):
 
     rpm: int | None = Field(default=None, ge=0)
     images_per_day: int | None = Field(default=None, ge=0)
+    # In the site's currency; a number or a string of one (JSON then loses no digits).
+    daily_budget: Decimal | None = Field(default=None, ge=0, decimal_places=6)
+    monthly_budget: Decimal | None = Field(default=None, ge=0, decimal_places=6)
 
 
 # A price is a decimal number (or a string of one, as JSON loses no digits that way) and not
