@@ -34,7 +34,18 @@ from .middleware import (
     error_response,
 )
 from .observability import RequestLogMiddleware, configure_logging, note_of
-from .routes import admin, chat, edits, files, health, images, models, playground, variations
+from .routes import (
+    admin,
+    admin_keys,
+    chat,
+    edits,
+    files,
+    health,
+    images,
+    models,
+    playground,
+    variations,
+)
 from .server import GUARD_STATE_KEY, ConnectionGuard, connection_limit
 from .services import Services
 from .settings import Settings, load_settings
@@ -83,7 +94,18 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url=None,
     )
-    for module in (images, edits, variations, chat, models, files, health, playground, admin):
+    for module in (
+        images,
+        edits,
+        variations,
+        chat,
+        models,
+        files,
+        health,
+        playground,
+        admin,
+        admin_keys,
+    ):
         app.include_router(module.router)
     app.mount("/static", playground.static_files(), name="static")
 

@@ -94,6 +94,8 @@ class Corridor:
 
     async def open(self, plan: Plan, client: Client, note: RequestNote) -> Ticket:
         """Reserve the plan's images for the client: the ticket now owns that money."""
+        # Here, because every entry point comes here with the model resolved, before any work.
+        client.require_model(plan.job.model, plan.job.requested_model)
         reservation = await self.limits.reserve_images(client, plan.requested)
         note.model = plan.job.model
         note.model_requested = plan.job.requested_model

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from .auth import ClientKeys
+from .auth import ClientKeys, KeyCache
 from .catalogue import Catalogue
 from .corridor import Corridor
 from .db.database import Database
+from .db.keys import KeyStore
 from .discovery import ModelDiscovery
 from .errors import ImageStoreError
 from .formats import OutputFormats
@@ -119,6 +120,12 @@ class Services:
             stack.push_async_callback(counter.close)
             stack.push_async_callback(keys.state.close)
             database = await stack.enter_async_context(Database.open(settings.database_target))
+            client_keys = ClientKeys(
+                settings.client_keys,
+                KeyCache(KeyStore(database.engine), refresh_seconds=settings.keys_refresh_seconds),
+            )
+            await client_keys.start()
+            stack.push_async_callback(client_keys.close)
             await client.start()
             stack.push_async_callback(client.close)
             await keys.start(client.user_info)
@@ -163,7 +170,7 @@ class Services:
             yield cls(
                 settings=settings,
                 models=models,
-                keys=ClientKeys(settings.client_keys),
+                keys=client_keys,
                 client=client,
                 store=store,
                 generator=generator,
