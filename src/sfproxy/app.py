@@ -74,10 +74,10 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
             app.state.services = services
             app.state.drain = drain
             tune_garbage_collector()
-            if not settings.client_keys:
+            if not services.keys.required:
                 logger.warning(
-                    "no client keys are set (ALLOW_CLIENT_KEYS): the API is public and anyone "
-                    "who can reach it spends your SiliconFlow credit"
+                    "no client keys are set (ALLOW_CLIENT_KEYS, or `sfproxy keys create`): the "
+                    "API is public and anyone who can reach it spends your SiliconFlow credit"
                 )
             if (warning := link_warning(settings)) is not None:
                 logger.warning(warning)

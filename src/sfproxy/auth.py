@@ -107,13 +107,14 @@ class ClientKeys:
     async def start(self) -> None:
         if self.cache is not None:
             await self.cache.start()
-        stored = len(self.cache.by_digest) if self.cache is not None else 0
-        logger.info(
-            "client keys: %d from ALLOW_CLIENT_KEYS, %d live in the database; %s",
-            len(self._digests),
-            stored,
-            "every request needs one" if self.required else "the API is public (no key needed)",
-        )
+        if self.required:
+            stored = len(self.cache.by_digest) if self.cache is not None else 0
+            logger.info(
+                "client keys: %d from ALLOW_CLIENT_KEYS, %d live in the database; every "
+                "request needs one",
+                len(self._digests),
+                stored,
+            )
 
     async def close(self) -> None:
         if self.cache is not None:
