@@ -523,6 +523,10 @@ async def test_unknown_keys_share_one_bounded_reload(database_url: str) -> None:
             assert cache.loads == 3
             assert (await cache.lookup(key)) == record
             assert cache.loads == 3
+            # A request's several credentials (header, query, ...) wait for one reload together.
+            assert (await cache.lookup("sk-sfp-a", "sk-sfp-b", key)) == record
+            assert (await cache.lookup("sk-sfp-a", "sk-sfp-b", "sk-sfp-c")) is None
+            assert cache.loads == 4
         finally:
             await cache.close()
 

@@ -128,11 +128,9 @@ class ClientKeys:
             key = self._match(credential)
             if key is not None:
                 return Client(label=key_label(key), key=key)
-        if self.cache is not None:
-            for credential in presented:
-                record = await self.cache.lookup(credential)
-                if record is None:
-                    continue
+        if self.cache is not None and presented:
+            record = await self.cache.lookup(*presented)
+            if record is not None:
                 if record.expired(datetime.now(UTC)):
                     raise AuthenticationError("This proxy key has expired.", code="expired_api_key")
                 return Client.of_record(record)
@@ -196,13 +194,19 @@ class KeyCache:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def lookup(self, credential: str) -> KeyRecord | None:
-        digest = hashlib.sha256(credential.encode()).hexdigest()
-        record = self.by_digest.get(digest)
+    async def lookup(self, *credentials: str) -> KeyRecord | None:
+        """The record of the first credential that is a live key. One wait for a reload
+        covers all of a request's credentials."""
+        digests = [hashlib.sha256(credential.encode()).hexdigest() for credential in credentials]
+        record = self._find(digests)
         if record is None:
             await self._loaded_since(time.monotonic())
-            record = self.by_digest.get(digest)
+            record = self._find(digests)
         return record
+
+    def _find(self, digests: list[str]) -> KeyRecord | None:
+        by_digest = self.by_digest
+        return next((by_digest[d] for d in digests if d in by_digest), None)
 
     async def refresh(self) -> None:
         """Load now (or join the load under way) and wait for it."""
