@@ -34,7 +34,18 @@ from .middleware import (
     error_response,
 )
 from .observability import RequestLogMiddleware, configure_logging, note_of
-from .routes import admin, chat, edits, files, health, images, models, playground, variations
+from .routes import (
+    admin,
+    admin_keys,
+    chat,
+    edits,
+    files,
+    health,
+    images,
+    models,
+    playground,
+    variations,
+)
 from .routes.admin_usage import router as admin_usage_router
 from .server import GUARD_STATE_KEY, ConnectionGuard, connection_limit
 from .services import Services
@@ -64,10 +75,10 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
             app.state.services = services
             app.state.drain = drain
             tune_garbage_collector()
-            if not settings.client_keys:
+            if not services.keys.required:
                 logger.warning(
-                    "no client keys are set (ALLOW_CLIENT_KEYS): the API is public and anyone "
-                    "who can reach it spends your SiliconFlow credit"
+                    "no client keys are set (ALLOW_CLIENT_KEYS, or `sfproxy keys create`): the "
+                    "API is public and anyone who can reach it spends your SiliconFlow credit"
                 )
             if (warning := link_warning(settings)) is not None:
                 logger.warning(warning)
@@ -84,7 +95,18 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url=None,
     )
-    for module in (images, edits, variations, chat, models, files, health, playground, admin):
+    for module in (
+        images,
+        edits,
+        variations,
+        chat,
+        models,
+        files,
+        health,
+        playground,
+        admin,
+        admin_keys,
+    ):
         app.include_router(module.router)
     app.include_router(admin_usage_router)
     app.mount("/static", playground.static_files(), name="static")

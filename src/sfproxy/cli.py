@@ -1,5 +1,6 @@
 """Commands: `serve` (production), `demo` (with the built-in fake SiliconFlow), `check-config`,
-`upstream` (the SiliconFlow accounts and keys, as SiliconFlow sees them now)."""
+`upstream` (the SiliconFlow accounts and keys, as SiliconFlow sees them now); `keys` and `db`
+are in cli_keys.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from . import __version__
+from . import __version__, cli_keys
 from .cli_usage import add_usage_command
 from .errors import ProxyError
 from .links import link_warning
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         "--image-min-bytes", type=int, default=0, help="pad each image to at least this size"
     )
     fake.set_defaults(handler=_fake_upstream)
+    cli_keys.register(commands)
     return parser
 
 

@@ -98,6 +98,8 @@ class Corridor:
 
     async def open(self, plan: Plan, client: Client, note: RequestNote) -> Ticket:
         """Reserve the plan's images and their cost: the ticket now owns that money."""
+        # Here, because every entry point comes here with the model resolved, before any work.
+        client.require_model(plan.job.model, plan.job.requested_model)
         spend = await self.budgets.reserve(client, plan.job.model, plan.requested)
         try:
             reservation = await self.limits.reserve_images(client, plan.requested)

@@ -8,8 +8,10 @@ them as OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
     ├── InvalidRequestError            400 invalid_request_error   (names the `param`)
     ├── PayloadTooLargeError           413 invalid_request_error
     ├── AuthenticationError            401 authentication_error
+    ├── PermissionDeniedError          403 permission_error         (a key's allowed models)
     ├── NotFoundError                  404 invalid_request_error
     ├── MethodNotAllowedError          405 invalid_request_error
+    ├── ConflictError                  409 invalid_request_error   (a client key's name is taken)
     ├── RateLimitError                 429 rate_limit_error         (client limits, queue waits)
     │   └── BudgetExceededError        429 insufficient_quota       (a key's daily/monthly budget)
     ├── DeadlineError                  504 server_error             (REQUEST_TIMEOUT_SECONDS)
@@ -98,6 +100,12 @@ class AuthenticationError(ProxyError):
         return {**super().headers(), "WWW-Authenticate": 'Bearer realm="siliconflow-img-proxy"'}
 
 
+class PermissionDeniedError(ProxyError):
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "permission_denied"
+
+
 class NotFoundError(ProxyError):
     status_code = 404
     error_type = "invalid_request_error"
@@ -108,6 +116,12 @@ class MethodNotAllowedError(ProxyError):
     status_code = 405
     error_type = "invalid_request_error"
     default_code = "method_not_allowed"
+
+
+class ConflictError(ProxyError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
 
 
 class RateLimitError(ProxyError):

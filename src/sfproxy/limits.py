@@ -256,10 +256,22 @@ class ClientLimits:
         self._overrides = overrides
 
     def quota(self, client: Client) -> ClientQuota:
-        """CLIENT_LIMITS entries name a key or its label; unset fields fall back to defaults."""
+        """CLIENT_LIMITS entries name a key or its label; unset fields fall back to defaults.
+        A database key's own limits come first (an empty CLIENT_LIMITS entry stands in)."""
         override = self._overrides.get(client.label) or (
             self._overrides.get(client.key) if client.key else None
         )
+        if client.rpm is not None or client.images_per_day is not None:
+            override = (override or ClientQuota()).model_copy(
+                update={
+                    name: value
+                    for name, value in (
+                        ("rpm", client.rpm),
+                        ("images_per_day", client.images_per_day),
+                    )
+                    if value is not None
+                }
+            )
         if override is None:
             return self._default
         return ClientQuota(

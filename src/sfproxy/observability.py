@@ -32,6 +32,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 class RequestNote:
     request_id: str
     client: str | None = None
+    # A database key's name, beside its id in `client`.
+    client_name: str | None = None
     # The model used, and the name the client asked for (an alias, or None for none).
     model: str | None = None
     model_requested: str | None = None
@@ -120,6 +122,8 @@ class RequestLogMiddleware:
         }
         if note.client is not None:
             fields["client"] = note.client
+        if note.client_name is not None:
+            fields["client_name"] = note.client_name
         if note.model is not None:
             fields.update(
                 model=note.model,

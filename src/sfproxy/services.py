@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from .auth import ClientKeys
+from .auth import ClientKeys, KeyCache
 from .budgets import Budgets
 from .catalogue import Catalogue
 from .corridor import Corridor
 from .db.database import Database
+from .db.keys import KeyStore
 from .discovery import ModelDiscovery
 from .errors import ImageStoreError
 from .formats import OutputFormats
@@ -132,6 +133,12 @@ class Services:
             stack.push_async_callback(keys.state.close)
             stack.push_async_callback(keys.slots.close)
             database = await stack.enter_async_context(Database.open(settings.database_target))
+            client_keys = ClientKeys(
+                settings.client_keys,
+                KeyCache(KeyStore(database.engine), refresh_seconds=settings.keys_refresh_seconds),
+            )
+            await client_keys.start()
+            stack.push_async_callback(client_keys.close)
             await client.start()
             stack.push_async_callback(client.close)
             await keys.start(client.user_info)
@@ -186,7 +193,7 @@ class Services:
             yield cls(
                 settings=settings,
                 models=models,
-                keys=ClientKeys(settings.client_keys),
+                keys=client_keys,
                 client=client,
                 store=store,
                 generator=generator,

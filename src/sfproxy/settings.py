@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     # Client keys and the usage ledger: sqlite:///PATH or postgresql://…; unset, a SQLite file
     # beside the image directory (`database_target`).
     database_url: SecretStr | None = None
+    # How often each instance reloads the database's client keys: a revoked key works at most
+    # this much longer (plus the load's own time).
+    keys_refresh_seconds: float = Field(default=2.0, gt=0, le=3600)
     # `{"model": price per image}` in the site's currency, over the built-in table (prices.py).
     prices_json: str | None = None
     ledger_retention_days: int | None = Field(default=None, gt=0)
@@ -437,7 +440,9 @@ class Settings(BaseSettings):
             shown[name.upper()] = value
         shown["admin keys"] = [mask(key) for key in self.admin_key_list] or "none (/admin off)"
         shown["upstream keys"] = [mask(key) for key in self.upstream_keys] or "none"
-        shown["client keys"] = [mask(key) for key in self.client_keys] or "none (public API)"
+        shown["client keys"] = [
+            mask(key) for key in self.client_keys
+        ] or "none (public unless the database holds keys)"
         shown["site"] = self.site
         shown["models"] = [spec.id for spec in self.catalogue.listed]
         shown["model aliases"] = {

@@ -28,11 +28,12 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 async def authenticate(request: Request, services: ServicesDep) -> Client:
     """The caller, by its proxy key, within its requests-per-minute limit."""
-    client = services.keys.authenticate(request)
+    client = await services.keys.authenticate(request)
     if not services.keys.required and request.client is not None:
         # On a public API, limits apply per address rather than to everyone at once.
         client = Client(label=f"ip-{request.client.host}")
-    note_of(request).client = client.label
+    note = note_of(request)
+    note.client, note.client_name = client.label, client.name
     await services.limits.admit_request(client)
     return client
 

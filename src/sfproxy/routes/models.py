@@ -44,11 +44,16 @@ def alias_card(catalogue: Catalogue, alias: str) -> ModelCard:
 
 
 @router.get("/models", response_model=ModelList, responses=ERROR_RESPONSES, summary="List models")
-async def list_models(services: ServicesDep, _client: ClientDep) -> Response:
+async def list_models(services: ServicesDep, client: ClientDep) -> Response:
+    """A key limited to some models sees only those (and the aliases of them)."""
     catalogue = services.catalogue
-    cards = [model_card(catalogue, spec) for spec in catalogue.listed]
+    cards = [model_card(catalogue, spec) for spec in catalogue.listed if client.allows(spec.id)]
     if services.settings.list_model_aliases:
-        cards += [alias_card(catalogue, alias) for alias in catalogue.aliases]
+        cards += [
+            alias_card(catalogue, alias)
+            for alias in catalogue.aliases
+            if client.allows(alias) or client.allows(catalogue.resolve(alias, edit=False))
+        ]
     return json_response(ModelList(data=cards))
 
 
