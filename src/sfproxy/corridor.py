@@ -35,7 +35,7 @@ from .catalogue import plan_batches
 from .errors import DeadlineError, InvalidRequestError, ProxyError
 from .generate import Generation, ImageGenerator, Progress
 from .handover import Flight, Flights, job_key
-from .ledger import Ledger, LedgerRecord
+from .ledger import Ledger, LedgerRecord, ledger_client
 from .limits import ClientLimits, Reservation
 from .metrics import Metrics
 from .observability import RequestNote, note_of
@@ -114,7 +114,7 @@ class Corridor:
             corridor=self,
             plan=plan,
             key=job_key(client.label, plan.job),
-            client=client.label,
+            client=ledger_client(client),
             endpoint=endpoint,
             reservation=reservation,
             note=note,

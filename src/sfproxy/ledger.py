@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .auth import ANONYMOUS, Client
 from .db.tables import ledger
 from .generate import Calls, Generation
 from .metrics import Metrics
@@ -75,6 +76,12 @@ class LedgerRecord:
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def ledger_client(client: Client) -> str:
+    """Who a record names: the key's label or id; a keyless client, which a public API limits
+    per address ("ip-…", routes/common.py), is "anonymous": the ledger keeps no addresses."""
+    return ANONYMOUS if client.label.startswith("ip-") else client.label
 
 
 class Ledger:
