@@ -442,3 +442,26 @@ async def test_retention_deletes_only_older_records(database_url: str) -> None:
         async with database.engine.connect() as connection:
             left = (await connection.execute(select(ledger.c.request_id))).scalars().all()
     assert left == ["recent"]
+
+
+def test_the_fake_bills_each_model_at_its_price_over_http(fake: FakeSiliconFlow) -> None:
+    control = fake.origin + "/_fake"
+    assert httpx.delete(control + "/billing").json()["total"] == "0"
+    try:
+        prices = httpx.put(control + "/billing/prices", json={QWEN: "0.5", KOLORS: None})
+        assert prices.json()["prices"][QWEN] == "0.5"
+        assert httpx.put(control + "/billing/prices", json={QWEN: "-1"}).status_code == 400
+        auth = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
+        for body in (
+            {"model": QWEN, "prompt": "one"},
+            {"model": KOLORS, "prompt": "two", "batch_size": 2},
+        ):
+            made = httpx.post(fake.base_url + "/images/generations", json=body, headers=auth)
+            assert made.status_code == 200
+        billing = httpx.get(control + "/billing").json()
+    finally:
+        fake.billing.clear_prices()
+        fake.billing.reset()
+    assert (billing["currency"], billing["total"]) == ("CNY", "0.5")
+    assert billing["models"] == {QWEN: {"images": 1, "amount": "0.5"}}
+    assert billing["unpriced"] == {KOLORS: 2}
