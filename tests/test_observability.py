@@ -216,6 +216,7 @@ def test_readyz(proxy):
             "redis": "not configured",
             # The fake account's .cn models, read at start.
             "models": "discovered: 7 image models",
+            "ledger": "ok",
         },
     }
 

@@ -11,7 +11,9 @@ way to render the result. The corridor
    client left, until it is done, the client leaves, or `REQUEST_TIMEOUT_SECONDS` pass (504);
 4. **settles**: the client is charged for the images that were sent to it (and their price),
    and every other reserved image (and its price) is given back, whatever happened: partial
-   failure, error, disconnect, cancellation or deadline.
+   failure, error, disconnect, cancellation or deadline; and the request's record goes to the
+   ledger (`ledger.py`). A request refused before a ticket is opened (invalid, over a limit or
+   a budget) has no record.
 
 "What does a client pay for this?" is answered here and nowhere else: `Ticket.settle`.
 """
@@ -22,6 +24,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic_core import PydanticCustomError
 from starlette.requests import Request
@@ -31,9 +35,10 @@ from starlette.types import Message, Receive, Scope, Send
 from .auth import Client
 from .budgets import NO_SPEND, Budgets, Spend
 from .catalogue import plan_batches
-from .errors import DeadlineError, InvalidRequestError
+from .errors import DeadlineError, InvalidRequestError, ProxyError
 from .generate import Generation, ImageGenerator, Progress
 from .handover import Flight, Flights, job_key
+from .ledger import Ledger, LedgerRecord, ledger_client
 from .limits import ClientLimits, Reservation
 from .metrics import Metrics
 from .observability import RequestNote, note_of
@@ -41,6 +46,10 @@ from .plan import INPUT_IMAGE_FIELDS, ImageJob, Plan
 from .validation import invalid_param
 
 Render = Callable[[Generation], Awaitable[Response]]
+# The entry point a ticket was opened for, as the ledger names it.
+Endpoint = Literal["images", "edits", "chat"]
+# The status recorded for a request whose client left before its answer was sent.
+CLIENT_LEFT = 499
 # Seconds into a non-streamed request after which a client's disconnect is watched for.
 WATCH_AFTER = 0.2
 
@@ -55,6 +64,7 @@ class Corridor:
         request_timeout: float,
         handover_seconds: float,
         metrics: Metrics,
+        ledger: Ledger | None = None,
     ) -> None:
         self.generator = generator
         self.limits = limits
@@ -62,6 +72,7 @@ class Corridor:
         self.request_timeout = request_timeout
         self.flights = Flights(handover_seconds)
         self.metrics = metrics
+        self.ledger = ledger
 
     def prepare(self, job: ImageJob) -> Plan:
         """Refuse, before any upstream work, what the model cannot do; plan what it can."""
@@ -96,7 +107,9 @@ class Corridor:
         batches = tuple(plan_batches(spec, job.n, job.batch_size))
         return Plan(job=job, spec=spec, payload=payload, size=size, batches=batches)
 
-    async def open(self, plan: Plan, client: Client, note: RequestNote) -> Ticket:
+    async def open(
+        self, plan: Plan, client: Client, note: RequestNote, *, endpoint: Endpoint
+    ) -> Ticket:
         """Reserve the plan's images and their cost: the ticket now owns that money."""
         # Here, because every entry point comes here with the model resolved, before any work.
         client.require_model(plan.job.model, plan.job.requested_model)
@@ -113,6 +126,8 @@ class Corridor:
             corridor=self,
             plan=plan,
             key=job_key(client.label, plan.job),
+            client=ledger_client(client),
+            endpoint=endpoint,
             reservation=reservation,
             spend=spend,
             note=note,
@@ -120,10 +135,10 @@ class Corridor:
         )
 
     async def answer(
-        self, request: Request, client: Client, plan: Plan, render: Render
+        self, request: Request, client: Client, plan: Plan, render: Render, *, endpoint: Endpoint
     ) -> Response:
         """A whole (non-streamed) answer: generated, rendered, sent, then settled."""
-        ticket = await self.open(plan, client, note_of(request))
+        ticket = await self.open(plan, client, note_of(request), endpoint=endpoint)
         watch = ClientWatch(request)
         try:
             generation = await ticket.generation()
@@ -134,11 +149,11 @@ class Corridor:
                 raise
             # The client left: nobody reads an answer, and nothing is charged.
             watch.absorb_cancellation()
-            await ticket.close()
-            return Response(status_code=499)
-        except BaseException:
+            await ticket.close(CLIENT_LEFT)
+            return Response(status_code=CLIENT_LEFT)
+        except BaseException as exc:
             watch.stop()
-            await ticket.close()
+            await ticket.close(status_of(exc))
             raise
         return SettlingResponse(response, ticket, watch, len(generation.images))
 
@@ -159,12 +174,17 @@ class Ticket:
     corridor: Corridor
     plan: Plan
     key: bytes
+    client: str
+    endpoint: Endpoint
     reservation: Reservation
     note: RequestNote
     deadline: float
     spend: Spend = NO_SPEND
     delivered: int = 0
+    size: str | None = None
     _flight: Flight | None = None
+    # The flight this ticket started: its calls' images are this request's to pay for.
+    _own: Flight | None = None
     _waiting: bool = False
     _closed: bool = False
 
@@ -197,9 +217,10 @@ class Ticket:
     def _start(self, progress: Progress | None) -> Flight:
         generator = self.corridor.generator
         calls = generator.calls_for(self.plan, self.deadline, progress)
-        return self.corridor.flights.start(
+        self._own = self.corridor.flights.start(
             self.key, calls, generator.run(calls), origin=self.note.request_id
         )
+        return self._own
 
     async def _wait(self, flight: Flight) -> None:
         self._flight, self._waiting = flight, True
@@ -230,8 +251,9 @@ class Ticket:
         """`images` were sent to the client: they are what it is charged for."""
         self.delivered += images
 
-    async def close(self) -> None:
-        """Settle: charge what was delivered, give back the rest. Safe to call twice."""
+    async def close(self, status: int = 200) -> None:
+        """Settle: charge what was delivered, give back the rest, record it (with the answer's
+        HTTP `status`). Safe to call twice."""
         self._leave()
         if self._closed:
             return
@@ -249,6 +271,29 @@ class Ticket:
             metrics.images_delivered.labels(self.model).inc(self.delivered)
         if undelivered > 0:
             metrics.images_refunded.labels(self.model).inc(undelivered)
+        if self.corridor.ledger is not None:
+            own = self._own
+            self.corridor.ledger.settled(
+                self._record(status, max(undelivered, 0)),
+                own.calls if own is not None else None,
+                own.task if own is not None else None,
+            )
+
+    def _record(self, status: int, refunded: int) -> LedgerRecord:
+        job = self.plan.job
+        return LedgerRecord(
+            at=datetime.now(UTC),
+            request_id=self.note.request_id,
+            client=self.client,
+            endpoint=self.endpoint,
+            model_requested=job.requested_model,
+            model=job.model,
+            images_requested=self.plan.requested,
+            images_delivered=self.delivered,
+            images_refunded=refunded,
+            size=self.size or self.plan.size,
+            status=status,
+        )
 
     def _leave(self) -> None:
         if self._waiting and self._flight is not None:
@@ -256,6 +301,7 @@ class Ticket:
             self._flight.leave()
 
     def _note(self, generation: Generation) -> None:
+        self.size = generation.size
         note = self.note
         note.images = len(generation.images)
         note.upstream_seconds = generation.upstream_seconds
@@ -335,15 +381,29 @@ class SettlingResponse(Response):
             await send(message)
 
         self.inner.background = self.background
+        status = self.status_code
         try:
             await self.inner(scope, receive, sending)
             if watch is not None and not watch.left:
                 self.ticket.deliver(self.images)
+            elif watch is not None:
+                status = CLIENT_LEFT
         except asyncio.CancelledError:
+            status = CLIENT_LEFT
             if watch is None or not watch.left:
                 raise
             watch.absorb_cancellation()
+        except BaseException as exc:
+            status = status_of(exc)
+            raise
         finally:
             if watch is not None:
                 watch.stop()
-            await self.ticket.close()
+            await self.ticket.close(status)
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status the error handler answers an exception with (499: the client left)."""
+    if isinstance(exc, ProxyError):
+        return exc.status_code
+    return CLIENT_LEFT if isinstance(exc, asyncio.CancelledError) else 500

@@ -157,6 +157,8 @@ class Calls:
     queue: Clock = field(default_factory=lambda: Clock())
     trace_ids: list[str] = field(default_factory=list)
     done: int = 0
+    # Images SiliconFlow made for these calls (and so billed), kept or not, by account label.
+    made: dict[str | None, int] = field(default_factory=dict)
     abandoned: bool = False
     # Tasks of calls not yet at SiliconFlow: queued for a slot, or waiting to retry.
     _waiting: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -169,6 +171,9 @@ class Calls:
     def resume(self) -> None:
         """A client took the calls over: retries may go on (cancelled calls stay cancelled)."""
         self.abandoned = False
+
+    def billed(self, result: UpstreamImages) -> None:
+        self.made[result.account] = self.made.get(result.account, 0) + len(result.urls)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -372,6 +377,7 @@ class ImageGenerator:
                             self.pacer.answered(model, exc.upstream_status == 503, exc.retry_after)
                         else:
                             self.pacer.answered(model, False)
+                            calls.billed(result)
                             if result.trace_id:
                                 calls.trace_ids.append(result.trace_id)
                             return result

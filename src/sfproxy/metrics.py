@@ -148,6 +148,35 @@ class Metrics:
             multiprocess_mode="mostrecent",
             registry=registry,
         )
+        self.upstream_cost = Counter(
+            "sfproxy_upstream_cost_total",
+            "What SiliconFlow billed for the images made, from the price table (PRICES_JSON).",
+            ["model", "currency"],
+            registry=registry,
+        )
+        self.charged = Counter(
+            "sfproxy_charged_total",
+            "What clients were charged for the images delivered to them.",
+            ["model", "currency"],
+            registry=registry,
+        )
+        self.ledger_buffered = Gauge(
+            "sfproxy_ledger_buffered_records",
+            "Ledger records waiting in memory to be written to the database.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.ledger_written = Counter(
+            "sfproxy_ledger_records_written_total",
+            "Ledger records written to the database.",
+            registry=registry,
+        )
+        self.ledger_dropped = Counter(
+            "sfproxy_ledger_records_dropped_total",
+            "Ledger records lost: the buffer was full (database unreachable), or shutdown "
+            "could not write them in time.",
+            registry=registry,
+        )
         self.loop_lag_max = Gauge(
             "sfproxy_event_loop_lag_max_seconds",
             "The worst event-loop lag seen since the process started.",

@@ -20,6 +20,7 @@ from .errors import ImageStoreError
 from .formats import OutputFormats
 from .generate import ImageGenerator
 from .inputs import InputImages
+from .ledger import Ledger, LedgerWriter, remove_old_records
 from .limits import ClientLimits, WindowCounter, make_counter
 from .metrics import Metrics
 from .pacing import ModelPacer
@@ -67,6 +68,7 @@ class Services:
     budgets: Budgets
     # Client keys and the usage ledger (DATABASE_URL, else SQLite in the data directory).
     database: Database
+    ledger: Ledger
 
     @property
     def catalogue(self) -> Catalogue:
@@ -139,6 +141,11 @@ class Services:
             )
             await client_keys.start()
             stack.push_async_callback(client_keys.close)
+            # Stopped after the flights (the exit stack runs backwards): a generation cancelled
+            # at shutdown still hands its record to the writer, which then writes them all.
+            writer = LedgerWriter(database.engine, capacity=settings.ledger_buffer, metrics=metrics)
+            writer.start()
+            stack.push_async_callback(writer.stop)
             await client.start()
             stack.push_async_callback(client.close)
             await keys.start(client.user_info)
@@ -151,6 +158,12 @@ class Services:
             if settings.image_retention_days is not None and store.keeps_images:
                 retention = settings.image_retention_days * 86400
                 background.append(asyncio.create_task(remove_old_images(store, retention)))
+            if settings.ledger_retention_days is not None:
+                background.append(
+                    asyncio.create_task(
+                        remove_old_records(database.engine, settings.ledger_retention_days)
+                    )
+                )
             for task in background:
                 stack.callback(task.cancel)
             generator = ImageGenerator(
@@ -181,6 +194,7 @@ class Services:
                 overrides=settings.client_overrides,
                 metrics=metrics,
             )
+            ledger = Ledger(writer, settings.prices, metrics)
             corridor = Corridor(
                 generator,
                 limits,
@@ -188,6 +202,7 @@ class Services:
                 request_timeout=settings.request_timeout_seconds,
                 handover_seconds=settings.handover_seconds,
                 metrics=metrics,
+                ledger=ledger,
             )
             stack.push_async_callback(corridor.flights.close)
             yield cls(
@@ -209,6 +224,7 @@ class Services:
                 limits=limits,
                 budgets=budgets,
                 database=database,
+                ledger=ledger,
             )
 
 

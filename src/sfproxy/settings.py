@@ -174,6 +174,8 @@ class Settings(BaseSettings):
     # `{"model": price per image}` in the site's currency, over the built-in table (prices.py).
     prices_json: str | None = None
     ledger_retention_days: int | None = Field(default=None, gt=0)
+    # Ledger records held in memory while the database is slow or unreachable (ledger.py).
+    ledger_buffer: int = Field(default=10000, ge=1)
 
     metrics_token: SecretStr | None = None
     # Keys for /admin/... (commas/whitespace), distinct from client keys; none: /admin is 404.

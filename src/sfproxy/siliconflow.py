@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -33,7 +34,7 @@ from .errors import (
 )
 from .images import looks_complete, sniff_media_type
 from .retries import MAX_RETRY_WAIT, RetryPolicy, retry_after_seconds
-from .upstream_accounts import AccountInfo, key_label, parse_user_info
+from .upstream_accounts import AccountInfo, account_label, key_label, parse_user_info
 from .upstream_keys import KeyPool
 from .upstream_transport import EnvironmentProxies, GuardedRequest, transport_failure
 from .upstream_wire import (
@@ -172,7 +173,7 @@ class SiliconFlowClient:
                 await self.keys.release(held)
             self._observer.attempt("generate", model, "ok", _since(started))
             await self.keys.spent(held.key, model, images if isinstance(images, int) else 1)
-            return result
+            return replace(result, account=account_label(held.key.account))
         # Every key was tried: the pool says why none is left (or, if a probe just brought
         # one back, the call ends with its last failure, for the corridor to retry).
         await self.keys.release(await self.keys.choose(model))

@@ -19,6 +19,8 @@ class UpstreamImages:
     seed: int | None
     inference_seconds: float | None
     trace_id: str | None
+    # The label ("acct-…") of the SiliconFlow account that made (and billed) them.
+    account: str | None = None
 
 
 def parse_images(raw: bytes, trace_id: str | None) -> UpstreamImages:

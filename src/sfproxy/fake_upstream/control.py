@@ -32,6 +32,9 @@ def add_control_routes(app: web.Application, state: FakeState) -> None:
     router.add_put(f"{CONTROL_PREFIX}/config", control.put_config)
     router.add_get(f"{CONTROL_PREFIX}/stats", control.get_stats)
     router.add_delete(f"{CONTROL_PREFIX}/stats", control.reset_stats)
+    router.add_get(f"{CONTROL_PREFIX}/billing", control.get_billing)
+    router.add_delete(f"{CONTROL_PREFIX}/billing", control.reset_billing)
+    router.add_put(f"{CONTROL_PREFIX}/billing/prices", control.put_prices)
 
 
 class _Control:
@@ -93,6 +96,22 @@ class _Control:
     async def reset_stats(self, request: web.Request) -> web.Response:
         self._state.reset_stats()
         return json_response(self._state.stats)
+
+    async def get_billing(self, request: web.Request) -> web.Response:
+        return json_response(self._state.billing.totals())
+
+    async def reset_billing(self, request: web.Request) -> web.Response:
+        self._state.billing.reset()
+        return json_response(self._state.billing.totals())
+
+    async def put_prices(self, request: web.Request) -> web.Response:
+        """Body: {model: price per image (a decimal string) or null for unknown}."""
+        prices = await json_object(request)
+        try:
+            self._state.billing.set_prices(prices)
+        except ValueError as error:
+            raise control_error(str(error)) from None
+        return json_response(self._state.billing.totals())
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:

@@ -150,6 +150,7 @@ class _Api:
         origin = str(request.url.origin())
         urls = [{"url": self._publish(image, origin, expired)} for image in images]
         self._state.count("images_generated", len(urls))
+        self._state.billing.bill(generation.model, len(urls))
         inference = round(time.perf_counter() - started, 3)
         return json_response({"images": urls, "timings": {"inference": inference}, "seed": seed})
 
@@ -177,6 +178,7 @@ class _Api:
             origin = str(request.url.origin())
             data = [{"url": self._publish(image, origin, expired=False)} for image in images]
         self._state.count("images_generated", len(data))
+        self._state.billing.bill(generation.model, len(data))
         return json_response({"created": int(time.time()), "data": data})
 
     async def download(self, request: web.Request) -> web.StreamResponse:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .accounts import FakeAccounts
+from .billing import FakeBilling
 from .config import FakeConfig
 from .faults import Fault, FaultQueue, make_fault
 from .files import FileStore
@@ -74,6 +75,7 @@ class FakeState:
         self.faults = FaultQueue()
         self.files = FileStore()
         self.accounts = FakeAccounts(lambda: self.config.api_key)
+        self.billing = FakeBilling(lambda: self.config.site)
         self._lock = threading.Lock()
         self._requests: deque[RecordedRequest] = deque()
         self._downloads: deque[RecordedRequest] = deque()

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..auth import Client
-from ..corridor import Corridor
+from ..corridor import Corridor, Endpoint
 from ..errors import ServerShuttingDownError, UpstreamBadResponseError
 from ..generate import GeneratedImage, Generation
 from ..images import b64_json_fragment
@@ -61,12 +61,13 @@ async def stream_images(
     plan: Plan,
     *,
     event_type: EventType,
+    endpoint: Endpoint,
     keepalive: float,
 ) -> Response:
     """Reserve (errors there are ordinary JSON answers), then stream the plan's images."""
     # The events are base64, whatever response_format says, so the bytes are always downloaded.
     plan = plan.with_response_format("b64_json")
-    ticket = await corridor.open(plan, client, note_of(request))
+    ticket = await corridor.open(plan, client, note_of(request), endpoint=endpoint)
     stream = ImageStream(event_type, plan.job)
     events = stream.events(
         ticket.generation,

@@ -80,9 +80,9 @@ async def create_chat_completion(
             )
             return json_response(result, headers=partial_failure_headers(generation))
 
-        return await corridor.answer(request, client, plan, rendered)
+        return await corridor.answer(request, client, plan, rendered, endpoint="chat")
 
-    ticket = await corridor.open(plan, client, note_of(request))
+    ticket = await corridor.open(plan, client, note_of(request), endpoint="chat")
     stream = ChatStream(
         completion_id=new_completion_id(),
         model=plan.job.model,

@@ -116,6 +116,7 @@ async def edit_images(request: Request, services: ServicesDep, client: ClientDep
             client,
             plan,
             event_type="image_edit.completed",
+            endpoint="edits",
             keepalive=services.settings.stream_keepalive_seconds,
         )
     url_for = url_maker(request, services)
@@ -124,6 +125,7 @@ async def edit_images(request: Request, services: ServicesDep, client: ClientDep
         client,
         plan,
         images_renderer(job.response_format, url_for),
+        endpoint="edits",
     )
 
 

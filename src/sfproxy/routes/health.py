@@ -95,6 +95,9 @@ async def check_readiness(services: Services) -> tuple[bool, dict[str, Any]]:
         checks["public_base_url"] = warning
     # Informational: a failed discovery leaves the built-in list serving, still ready.
     checks["models"] = services.models.status
+    # Informational too: while the database is unreachable requests are still served, and
+    # their records wait in the ledger's buffer.
+    checks["ledger"] = services.ledger.writer.status
     for name, probe in probes.items():
         try:
             await asyncio.wait_for(probe(), CHECK_TIMEOUT)

@@ -48,9 +48,10 @@ async def create_images(request: Request, services: ServicesDep, client: ClientD
             client,
             plan,
             event_type="image_generation.completed",
+            endpoint="images",
             keepalive=services.settings.stream_keepalive_seconds,
         )
     url_for = url_maker(request, services)
     return await services.corridor.answer(
-        request, client, plan, images_renderer(job.response_format, url_for)
+        request, client, plan, images_renderer(job.response_format, url_for), endpoint="images"
     )
