@@ -35,6 +35,7 @@ from .middleware import (
 )
 from .observability import RequestLogMiddleware, configure_logging, note_of
 from .routes import admin, chat, edits, files, health, images, models, playground, variations
+from .routes import responses as responses_route
 from .server import GUARD_STATE_KEY, ConnectionGuard, connection_limit
 from .services import Services
 from .settings import Settings, load_settings
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
     )
     for module in (images, edits, variations, chat, models, files, health, playground, admin):
         app.include_router(module.router)
+    app.include_router(responses_route.router)
     app.mount("/static", playground.static_files(), name="static")
 
     app.add_exception_handler(ProxyError, _proxy_error)
