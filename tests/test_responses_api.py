@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -16,7 +17,14 @@ from openai.types.responses import Response, ResponseStreamEvent
 from PIL import Image
 from pydantic import TypeAdapter
 
+from sfproxy.auth import Client, key_label
+from sfproxy.catalogue import ModelSpec
+from sfproxy.generate import GeneratedImage, Generation
+from sfproxy.plan import ImageJob, Plan
+from sfproxy.render.responses import ResponseShape, ResponseStream
+
 from .images import data_uri, image_bytes
+from .support.inprocess import eventually, in_process, on_loopback, service_settings
 from .test_ai_sdk import NODE_DIR
 
 MARKDOWN_IMAGE = re.compile(r"!\[image\]\(([^)]+)\)")
@@ -377,3 +385,124 @@ def test_the_ai_sdk_image_generation_tool_and_an_attached_image(proxy, fake):
     sent = fake.requests[-1].body
     assert sent["model"] == EDIT_MODEL
     assert sent["image"] == data_uri(photo)
+
+
+# Money, in the test's loop: what the client is charged is read from its daily count.
+
+MONEY_KEY = "proxy-key-responses-0123456789"
+MONEY_AUTH = {"Authorization": f"Bearer {MONEY_KEY}"}
+
+
+def money_settings(fake, tmp_path, **overrides):
+    return service_settings(
+        fake, tmp_path, allow_client_keys=MONEY_KEY, client_images_per_day=100, **overrides
+    )
+
+
+async def charged(running) -> int:
+    return await running.services.limits.images_today(Client(key_label(MONEY_KEY), MONEY_KEY))
+
+
+async def test_a_streamed_response_charges_the_images_sent(fake, tmp_path):
+    fake.add_fault("status", status=400, message="one call refused")
+    async with in_process(money_settings(fake, tmp_path)) as running:
+        body = {"model": "Qwen/Qwen-Image", "input": "three", "n": 3, "stream": True}
+        async with running.http.stream(
+            "POST", "/v1/responses", json=body, headers=MONEY_AUTH
+        ) as answer:
+            lines = [line async for line in answer.aiter_lines() if line.startswith("data:")]
+        assert json.loads(lines[-1].removeprefix("data: "))["type"] == "response.completed"
+        assert await charged(running) == 2
+        model = {"model": "Qwen/Qwen-Image"}
+        assert running.metric("sfproxy_images_refunded_total", **model) == 1
+
+
+async def test_a_stream_left_before_its_images_is_refunded(fake, tmp_path):
+    fake.configure(latency=1.0)
+    async with on_loopback(money_settings(fake, tmp_path)) as running:
+        body = {"model": "Qwen/Qwen-Image", "input": "gone", "stream": True}
+        async with running.http.stream(
+            "POST", "/v1/responses", json=body, headers=MONEY_AUTH
+        ) as answer:
+            assert answer.status_code == 200
+        refunded = "sfproxy_images_refunded_total"
+        await eventually(
+            lambda: running.metric(refunded, model="Qwen/Qwen-Image") == 1, what="the refund"
+        )
+        assert await charged(running) == 0
+
+
+async def test_a_whole_response_charges_its_images_and_a_400_nothing(fake, tmp_path):
+    async with in_process(money_settings(fake, tmp_path)) as running:
+        body = {"model": KOLORS, "input": "two", "n": 2}
+        answer = await running.http.post("/v1/responses", json=body, headers=MONEY_AUTH)
+        assert answer.status_code == 200, answer.text
+        Response.model_validate(answer.json())
+        assert await charged(running) == 2
+        refused = await running.http.post(
+            "/v1/responses", json={**body, "size": "7x7"}, headers=MONEY_AUTH
+        )
+        assert refused.status_code == 400
+        assert await charged(running) == 2
+
+
+async def test_too_many_input_items_are_a_400_before_anything_is_reserved(fake, tmp_path):
+    async with in_process(money_settings(fake, tmp_path, max_chat_messages=3)) as running:
+        items = [{"role": "user", "content": "x"}] * 4
+        answer = await running.http.post(
+            "/v1/responses", json={"model": KOLORS, "input": items}, headers=MONEY_AUTH
+        )
+        assert answer.status_code == 400
+        assert answer.json()["error"]["param"] == "input"
+        assert "MAX_CHAT_MESSAGES" in answer.json()["error"]["message"]
+        assert fake.requests == []
+
+
+# The stream writer on its own.
+
+
+def stream_for(n: int) -> ResponseStream:
+    job = ImageJob(model="m", prompt="p", n=n)
+    plan = Plan(job=job, spec=ModelSpec(id="m"), payload={}, size=None, batches=(n,))
+    return ResponseStream(ResponseShape(plan=plan, url_for=lambda image: "http://x/y.png"))
+
+
+def decoded_events(lines: list[bytes]) -> list[dict]:
+    return [json.loads(line.removeprefix(b"data: ")) for line in lines if line.startswith(b"data")]
+
+
+async def test_a_stream_open_when_the_server_closes_ends_with_a_failed_response():
+    closing = asyncio.Event()
+    delivered: list[int] = []
+    never = asyncio.get_running_loop().create_future()
+
+    async def work() -> Generation:
+        return await never
+
+    events = stream_for(1).events(work, keepalive=5, delivered=delivered.append, closing=closing)
+    closing.set()
+    sent = decoded_events([line async for line in events])
+    assert [event["type"] for event in sent[-2:]] == ["error", "response.failed"]
+    assert sent[-2]["code"] == "server_shutting_down"
+    assert sent[-1]["response"]["error"]["code"] == "server_error"
+    assert delivered == []
+
+
+async def test_each_image_is_counted_delivered_once_its_item_is_sent():
+    image = GeneratedImage(seed=1, media_type="image/png", data=image_bytes(), width=64, height=48)
+    generation = Generation(model="m", size=None, images=[image, image], requested=2, calls=1)
+
+    async def work() -> Generation:
+        return generation
+
+    delivered: list[int] = []
+    events = stream_for(2).events(work, keepalive=5, delivered=delivered.append)
+    async for line in events:
+        event = json.loads(line.removeprefix(b"data: "))
+        if event["type"] == "response.output_item.done" and event["item"]["type"] != "message":
+            count = len(delivered)
+            # Resumed after this item was handed on: only then is it counted.
+            await anext(events)
+            assert len(delivered) == count + 1
+            assert event["item"]["size"] == "64x48"
+    assert delivered == [1, 1]
