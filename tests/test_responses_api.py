@@ -300,6 +300,8 @@ def test_a_partial_failure_marks_the_missing_image_failed(client, fake):
             model="Qwen/Qwen-Image", input="two, one fails", stream=True, extra_body={"n": 2}
         )
     )
+    for event in events:
+        EVENT.validate_python(event.model_dump())
     done = [event.item for event in events if event.type == "response.output_item.done"]
     assert [item.status for item in done] == ["completed", "failed", "completed"]
     assert "one call refused" in done[1].error.message

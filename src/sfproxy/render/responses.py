@@ -201,53 +201,67 @@ class ResponseStream:
     ) -> AsyncIterator[bytes]:
         """The stream; `delivered` is told of each image once its item was sent."""
         shape = self.shape
-        yield self.event("response.created", response=shape.response("in_progress", []))
-        yield self.event("response.in_progress", response=shape.response("in_progress", []))
-        planned = [_new_id("ig") for _ in range(shape.plan.requested)]
-        for index, item_id in enumerate(planned):
-            item = shape.image_item(item_id, None, None, "in_progress")
-            yield self.event("response.output_item.added", output_index=index, item=item)
-            for step in ("in_progress", "generating"):
-                yield self.event(
-                    f"response.image_generation_call.{step}", output_index=index, item_id=item_id
-                )
+        # Started before the first event: SiliconFlow's minutes matter, these bytes do not.
         task = asyncio.ensure_future(work())
-        output: list[dict[str, Any]] = []
         try:
+            yield self.event("response.created", response=shape.response("in_progress", []))
+            yield self.event("response.in_progress", response=shape.response("in_progress", []))
+            planned = [_new_id("ig") for _ in range(shape.plan.requested)]
+            for index, item_id in enumerate(planned):
+                item = shape.image_item(item_id, None, None, "in_progress")
+                yield self.event("response.output_item.added", output_index=index, item=item)
+                for step in ("in_progress", "generating"):
+                    yield self.event(
+                        f"response.image_generation_call.{step}",
+                        output_index=index,
+                        item_id=item_id,
+                    )
             async for line in while_working(task, keepalive=keepalive, closing=closing):
                 if isinstance(line, Closing):
                     # Nothing was delivered: the ticket gives the images back as it closes.
-                    for event in self.failure(ServerShuttingDownError(), output):
+                    for event in self.failure(ServerShuttingDownError(), []):
                         yield event
                     return
                 yield KEEPALIVE
             failure = failure_of(task)
             if failure is not None:
-                for event in self.failure(failure, output):
+                for event in self.failure(failure, []):
                     yield event
                 return
-            generation = task.result()
-            for index, item_id in enumerate(planned):
-                image = generation.images[index] if index < len(generation.images) else None
-                status = "completed" if image is not None else "failed"
-                item = shape.image_item(item_id, image, generation, status)
-                if image is not None:
-                    yield self.event(
-                        "response.image_generation_call.completed",
-                        output_index=index,
-                        item_id=item_id,
-                    )
-                yield self.event("response.output_item.done", output_index=index, item=item)
-                output.append(item)
-                if image is not None:
-                    # Resumed only once the item above was handed to the connection.
-                    delivered(1)
-            for event in self.text_events(len(planned), await shape.markdown(generation), output):
+            async for event in self._finished(task.result(), planned, delivered):
                 yield event
-            yield self.event("response.completed", response=shape.response("completed", output))
         finally:
             if not task.done():
                 task.cancel()
+
+    async def _finished(
+        self, generation: Generation, planned: list[str], delivered: Callable[[int], None]
+    ) -> AsyncIterator[bytes]:
+        """The made images' items, the message, and `response.completed`."""
+        shape = self.shape
+        output: list[dict[str, Any]] = []
+        for index, item_id in enumerate(planned):
+            image = generation.images[index] if index < len(generation.images) else None
+            try:
+                item = shape.image_item(
+                    item_id, image, generation, "completed" if image else "failed"
+                )
+            except ProxyError as exc:
+                for event in self.failure(exc, output):
+                    yield event
+                return
+            if image is not None:
+                yield self.event(
+                    "response.image_generation_call.completed", output_index=index, item_id=item_id
+                )
+            yield self.event("response.output_item.done", output_index=index, item=item)
+            output.append(item)
+            if image is not None:
+                # Resumed only once the item above was handed to the connection.
+                delivered(1)
+        for event in self.text_events(len(planned), await shape.markdown(generation), output):
+            yield event
+        yield self.event("response.completed", response=shape.response("completed", output))
 
     def text_events(self, index: int, text: str, output: list[dict[str, Any]]) -> list[bytes]:
         """The assistant message's events; the finished item is added to `output`."""
