@@ -370,6 +370,14 @@ def test_the_ai_sdk_default_provider_gets_the_image_with_generate_text(proxy, fa
     assert fake.requests[-1].body["prompt"] == "a neon sign"
 
 
+def test_the_ai_sdk_stream_text_gets_the_image_from_the_events(proxy, fake):
+    answer = generate_text(proxy, {"model": KOLORS, "prompt": "a streamed kite", "stream": True})
+    (file,) = answer["files"]
+    assert opened(file["base64"]).format == "PNG"
+    assert len(MARKDOWN_IMAGE.findall(answer["text"])) == 1
+    assert answer["finishReason"] == "stop"
+
+
 def test_the_ai_sdk_image_generation_tool_and_an_attached_image(proxy, fake):
     photo = image_bytes("PNG", (80, 60), "teal")
     answer = generate_text(

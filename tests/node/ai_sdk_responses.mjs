@@ -3,13 +3,13 @@
 // one JSON line.
 // Usage: node ai_sdk_responses.mjs BASE_URL REQUEST_JSON
 // REQUEST_JSON: {"model", "prompt", "tool"?: the image_generation tool's options, "edit"?:
-//                base64 of a PNG to attach to the prompt}
+//                base64 of a PNG to attach to the prompt, "stream"?: true for streamText}
 // Prints {"text", "finishReason", "files": [{"mediaType", "base64"}], "toolResults"}, or
 // {"thrown": NAME, "message": MESSAGE} (exit 0).
 // @ai-sdk/openai turns an `image_generation_call` into the result of its provider-executed
 // `image_generation` tool (base64): those results are the images, gathered here as files
 // beside any `result.files`.
-import { generateText } from "ai";
+import { generateText, streamText } from "ai";
 import { createOpenAI } from "@ai-sdk/openai";
 
 const [baseURL, raw] = process.argv.slice(2);
@@ -21,12 +21,22 @@ if (request.edit) {
 }
 
 try {
-  const result = await generateText({
+  const options = {
     model: openai(request.model),
     messages: [{ role: "user", content }],
     tools: request.tool ? { image_generation: openai.tools.imageGeneration(request.tool) } : undefined,
     maxRetries: 0,
-  });
+  };
+  let result = request.stream ? streamText({ ...options, onError: () => {} }) : await generateText(options);
+  if (request.stream) {
+    // The stream's promises resolve once it has been read to its end.
+    result = {
+      text: await result.text,
+      finishReason: await result.finishReason,
+      toolResults: await result.toolResults,
+      files: await result.files,
+    };
+  }
   const generated = result.toolResults
     .filter((part) => part.toolName === "image_generation")
     .map((part) => ({ mediaType: "image/" + (request.tool?.outputFormat ?? "png"), base64: part.output.result }));
