@@ -354,7 +354,8 @@ def generate_text(proxy, request: dict) -> dict:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    answer: dict = json.loads(result.stdout)
+    # The SDK's warnings (an option a model ignores, say) come as lines before the answer.
+    answer: dict = json.loads(result.stdout.splitlines()[-1])
     assert "thrown" not in answer, answer
     return answer
 
@@ -376,6 +377,25 @@ def test_the_ai_sdk_stream_text_gets_the_image_from_the_events(proxy, fake):
     assert opened(file["base64"]).format == "PNG"
     assert len(MARKDOWN_IMAGE.findall(answer["text"])) == 1
     assert answer["finishReason"] == "stop"
+
+
+def test_an_ai_sdk_follow_up_without_store_edits_the_last_image(proxy, fake):
+    answer = generate_text(
+        proxy,
+        {
+            "model": KOLORS,
+            "prompt": "a red cube",
+            "followUp": {"model": EDIT_MODEL, "prompt": "now make it blue"},
+        },
+    )
+    (file,) = answer["files"]
+    assert opened(file["base64"]).format == "PNG"
+    first, second = fake.requests[-2].body, fake.requests[-1].body
+    assert (first["prompt"], second["prompt"]) == ("a red cube", "now make it blue")
+    # The SDK sends no tool results without store: the image is the first answer's hosted
+    # link in its text, read back from the image store.
+    assert second["model"] == EDIT_MODEL
+    assert second["image"] == f"data:image/png;base64,{answer['earlier'][0]}"
 
 
 def test_the_ai_sdk_image_generation_tool_and_an_attached_image(proxy, fake):

@@ -3,8 +3,11 @@
 // one JSON line.
 // Usage: node ai_sdk_responses.mjs BASE_URL REQUEST_JSON
 // REQUEST_JSON: {"model", "prompt", "tool"?: the image_generation tool's options, "edit"?:
-//                base64 of a PNG to attach to the prompt, "stream"?: true for streamText}
-// Prints {"text", "finishReason", "files": [{"mediaType", "base64"}], "toolResults"}, or
+//                base64 of a PNG to attach to the prompt, "stream"?: true for streamText,
+//                "followUp"?: {"model", "prompt"}: a second turn, sent after the first one's
+//                messages with `store: false`}
+// Prints {"text", "finishReason", "files": [{"mediaType", "base64"}], "sdkFiles": how many
+// of them were in `result.files`, "earlier": the first turn's images (base64)}, or
 // {"thrown": NAME, "message": MESSAGE} (exit 0).
 // @ai-sdk/openai turns an `image_generation_call` into the result of its provider-executed
 // `image_generation` tool (base64): those results are the images, gathered here as files
@@ -37,6 +40,21 @@ try {
       files: await result.files,
     };
   }
+  let earlier = [];
+  if (request.followUp) {
+    const first = result;
+    earlier = first.toolResults.map((part) => part.output.result);
+    result = await generateText({
+      model: openai(request.followUp.model),
+      messages: [
+        ...options.messages,
+        ...first.response.messages,
+        { role: "user", content: request.followUp.prompt },
+      ],
+      providerOptions: { openai: { store: false } },
+      maxRetries: 0,
+    });
+  }
   const generated = result.toolResults
     .filter((part) => part.toolName === "image_generation")
     .map((part) => ({ mediaType: "image/" + (request.tool?.outputFormat ?? "png"), base64: part.output.result }));
@@ -47,6 +65,7 @@ try {
       finishReason: result.finishReason,
       files: [...files, ...generated],
       sdkFiles: files.length,
+      earlier,
     }),
   );
 } catch (error) {
