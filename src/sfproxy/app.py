@@ -46,6 +46,7 @@ from .routes import (
     playground,
     variations,
 )
+from .routes import responses as responses_route
 from .routes.admin_usage import router as admin_usage_router
 from .server import GUARD_STATE_KEY, ConnectionGuard, connection_limit
 from .services import Services
@@ -109,6 +110,7 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
     ):
         app.include_router(module.router)
     app.include_router(admin_usage_router)
+    app.include_router(responses_route.router)
     app.mount("/static", playground.static_files(), name="static")
 
     app.add_exception_handler(ProxyError, _proxy_error)

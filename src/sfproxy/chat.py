@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -31,6 +31,9 @@ from .validation import invalid_request
 if TYPE_CHECKING:
     from .corridor import Corridor
 
+# A request's image parameters, whichever endpoint's request carries them.
+Params = TypeVar("Params", bound=ImageParams)
+
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
@@ -40,28 +43,29 @@ class ChatTurn:
     images: tuple[str, ...]
 
 
-def latest_user_turn(messages: list[ChatMessage]) -> ChatTurn:
+def latest_user_turn(messages: list[ChatMessage], *, param: str = "messages") -> ChatTurn:
+    """`param`: where the conversation is in the request (`input` on the Responses API)."""
     for message in reversed(messages):
         if message.role != "user":
             continue
         content = message.content
         if isinstance(content, str):
-            return _checked_turn(content.strip(), ())
+            return _checked_turn(content.strip(), (), param)
         texts = [part.text for part in content or [] if isinstance(part, TextPart)]
         images = tuple(part.url for part in content or [] if isinstance(part, ImagePart))
-        return _checked_turn("\n".join(texts).strip(), images)
+        return _checked_turn("\n".join(texts).strip(), images, param)
     raise InvalidRequestError(
-        "messages must contain a message with role 'user': its text is the image prompt.",
-        param="messages",
+        f"{param} must contain a message with role 'user': its text is the image prompt.",
+        param=param,
     )
 
 
-def _checked_turn(text: str, images: tuple[str, ...]) -> ChatTurn:
+def _checked_turn(text: str, images: tuple[str, ...], param: str) -> ChatTurn:
     if len(text) > MAX_PROMPT_CHARS:
         raise InvalidRequestError(
             f"The latest user message is {len(text):,} characters long; an image prompt may "
             f"have at most {MAX_PROMPT_CHARS:,}.",
-            param="messages",
+            param=param,
         )
     return ChatTurn(text=text, images=images)
 
@@ -175,7 +179,7 @@ _INLINE = re.compile(
 )
 
 
-def inline_options(text: str) -> tuple[str, dict[str, str]]:
+def inline_options(text: str, *, param: str = "messages") -> tuple[str, dict[str, str]]:
     """The prompt without its `--option value` parts, and those options by parameter name."""
     found: dict[str, str] = {}
 
@@ -185,7 +189,7 @@ def inline_options(text: str) -> tuple[str, dict[str, str]]:
         if value is None or value.startswith("--"):
             raise InvalidRequestError(
                 f"Inline option --{name} needs a value, e.g. {_EXAMPLES[name]}.",
-                param="messages",
+                param=param,
             )
         if value[0] in "\"'“":
             value = value[1:-1]
@@ -220,8 +224,8 @@ def _inline_spelling(location: tuple[str | int, ...]) -> str:
 
 
 def with_inline_options(
-    params: ChatCompletionRequest, options: dict[str, str]
-) -> ChatCompletionRequest:
+    params: Params, options: dict[str, str], *, param: str = "messages"
+) -> Params:
     """The request's parameters, overridden by the options typed into the prompt."""
     if not options:
         return params
@@ -232,7 +236,7 @@ def with_inline_options(
         raise invalid_request(
             exc.errors(),
             spell=_inline_spelling,
-            reported_as="messages",
+            reported_as=param,
             hint=lambda option: f"Example: {_EXAMPLES.get(option.removeprefix('--'), '')}",
         ) from None
     update: dict[str, Any] = {field: getattr(parsed, field) for field in parsed.model_fields_set}

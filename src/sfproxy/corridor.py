@@ -47,7 +47,7 @@ from .validation import invalid_param
 
 Render = Callable[[Generation], Awaitable[Response]]
 # The entry point a ticket was opened for, as the ledger names it.
-Endpoint = Literal["images", "edits", "chat"]
+Endpoint = Literal["images", "edits", "chat", "responses", "mcp"]
 # The status recorded for a request whose client left before its answer was sent.
 CLIENT_LEFT = 499
 # Seconds into a non-streamed request after which a client's disconnect is watched for.
