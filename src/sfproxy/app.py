@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from . import __version__
 from .errors import (
@@ -35,6 +36,7 @@ from .middleware import (
 )
 from .observability import RequestLogMiddleware, configure_logging, note_of
 from .routes import admin, chat, edits, files, health, images, models, playground, variations
+from .routes.mcp import McpEndpoint
 from .server import GUARD_STATE_KEY, ConnectionGuard, connection_limit
 from .services import Services
 from .settings import Settings, load_settings
@@ -47,6 +49,7 @@ logger = logging.getLogger("sfproxy")
 def create_app(settings: Settings, *, upstream_session: SessionFactory | None = None) -> FastAPI:
     """The service; `upstream_session` builds the SiliconFlow client's session (for tests)."""
     metrics = Metrics()
+    mcp = McpEndpoint(settings)
     drain = Drain(settings.shutdown_grace_seconds)
     guard = ConnectionGuard(
         header_timeout=settings.header_timeout_seconds,
@@ -57,9 +60,10 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        async with Services.running(
-            settings, metrics, upstream_session=upstream_session
-        ) as services:
+        async with (
+            Services.running(settings, metrics, upstream_session=upstream_session) as services,
+            mcp.running(services),
+        ):
             app.state.services = services
             app.state.drain = drain
             tune_garbage_collector()
@@ -86,6 +90,8 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
     for module in (images, edits, variations, chat, models, files, health, playground, admin):
         app.include_router(module.router)
     app.mount("/static", playground.static_files(), name="static")
+    # A route, not a mount: clients POST to /mcp itself, which a mount would redirect.
+    app.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
 
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

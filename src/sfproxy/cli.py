@@ -1,5 +1,6 @@
 """Commands: `serve` (production), `demo` (with the built-in fake SiliconFlow), `check-config`,
-`upstream` (the SiliconFlow accounts and keys, as SiliconFlow sees them now)."""
+`upstream` (the SiliconFlow accounts and keys, as SiliconFlow sees them now), `mcp` (the MCP
+tools over stdio, `cli_mcp.py`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from . import __version__
+from .cli_mcp import add_parser as add_mcp_parser
 from .errors import ProxyError
 from .links import link_warning
 from .observability import configure_logging
@@ -90,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         "--image-min-bytes", type=int, default=0, help="pad each image to at least this size"
     )
     fake.set_defaults(handler=_fake_upstream)
+    add_mcp_parser(commands)
     return parser
 
 
