@@ -3,6 +3,7 @@ on a loopback port, and over stdio against `sfproxy mcp` (forwarding, and in-pro
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import re
@@ -17,14 +18,14 @@ import httpx
 import httpx2
 import mcp_types as types
 import pytest
-from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp import Client, ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 
 from sfproxy.fake_upstream import FakeSiliconFlow
 
 from .images import data_uri, image_bytes
-from .support.inprocess import Running, on_loopback, service_settings
+from .support.inprocess import Running, eventually, on_loopback, service_settings
 
 KEY = "proxy-key-mcp-0123456789"
 LINK = re.compile(r"!\[image \d+\]\(([^)\s]+)\)")
@@ -127,6 +128,25 @@ async def test_an_image_is_generated_and_its_url_serves_it(
 
 def fake_model(running: Running) -> str:
     return running.services.catalogue.default_model
+
+
+@pytest.mark.parametrize("mode", ["auto", "2026-07-28", "legacy"])
+async def test_the_sdk_client_in_each_protocol_era(
+    fake: FakeSiliconFlow, tmp_path: Path, mode: str
+) -> None:
+    """`auto` probes `server/discover` and speaks 2026-07-28 with a server that answers it;
+    `legacy` is the initialize handshake desktop clients use today."""
+    async with (
+        serving(fake, tmp_path) as running,
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as http,
+        Client(streamable_http_client(f"{running.url}/mcp", http_client=http), mode=mode) as client,
+    ):
+        listed = await client.list_tools()
+        result = await client.call_tool("generate_image", {"prompt": "a moth", "seed": 5})
+        (link,) = LINK.findall(text_of(result))
+        assert (await running.http.get(link)).status_code == 200
+    assert len(listed.tools) == 3
+    assert fake.requests[-1].body["seed"] == 5
 
 
 async def test_an_image_is_edited_with_its_inputs_passed_on(
@@ -239,24 +259,57 @@ async def test_the_daily_image_limit_applies_to_tool_calls(
     assert len(fake.requests) == 1
 
 
-@pytest.mark.parametrize("setting", ["off", "full"])
+async def test_a_client_that_leaves_mid_generation_is_not_charged(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    fake.configure(latency=30.0)
+    async with serving(fake, tmp_path, client_images_per_day=1) as running:
+        model = fake_model(running)
+
+        async def call() -> None:
+            async with mcp_session(running.url) as session:
+                await session.call_tool("generate_image", {"prompt": "slow"})
+
+        leaving = asyncio.ensure_future(call())
+        await eventually(lambda: len(fake.requests) == 1, what="the upstream call")
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        refunded = "sfproxy_images_refunded_total"
+        await eventually(lambda: running.metric(refunded, model=model) == 1, what="a refund")
+        assert running.metric("sfproxy_images_delivered_total", model=model) == 0
+        # The image given back is the client's again: its one image a day is still there.
+        fake.configure(latency=0.0)
+        async with mcp_session(running.url) as session:
+            again = await session.call_tool("generate_image", {"prompt": "quick"})
+        assert again.is_error is not True, text_of(again)
+
+
+@pytest.mark.parametrize("setting", ["off", "full", "thumbnail"])
 async def test_image_content_follows_the_setting(
     fake: FakeSiliconFlow, tmp_path: Path, setting: str
 ) -> None:
     async with (
-        serving(fake, tmp_path, mcp_image_content=setting) as running,
+        serving(fake, tmp_path, mcp_image_content=setting, mcp_thumbnail_size=64) as running,
         mcp_session(running.url) as session,
     ):
-        result = await session.call_tool("generate_image", {"prompt": "a fox"})
+        result = await session.call_tool("generate_image", {"prompt": "a fox", "size": "16:9"})
         (link,) = LINK.findall(text_of(result))
         stored = (await running.http.get(link)).content
     blocks = images_of(result)
     if setting == "off":
         assert blocks == []
-    else:
-        (block,) = blocks
+        return
+    (block,) = blocks
+    data = base64.b64decode(block.data)
+    if setting == "full":
         assert block.mime_type == "image/png"
-        assert base64.b64decode(block.data) == stored
+        assert data == stored
+    else:
+        assert block.mime_type == "image/jpeg"
+        width, height = Image.open(io.BytesIO(data)).size
+        assert width == 64
+        assert height < width
 
 
 async def test_a_body_over_the_limit_is_refused_before_the_mcp_layer(

@@ -33,7 +33,7 @@ from . import __version__
 from .auth import Client
 from .errors import InvalidRequestError, ProxyError
 from .generate import GeneratedImage, Generation
-from .images import open_image
+from .images import DEFAULT_MAX_PIXELS, ImageError, open_image
 from .observability import RequestNote
 from .plan import ImageJob, Plan
 from .protocol import MAX_PROMPT_CHARS, ImageParams
@@ -257,7 +257,12 @@ class ImageTools:
             return None
         data, media_type = image.data, image.media_type
         if self.image_content == "thumbnail":
-            data = await asyncio.to_thread(thumbnail, data, self.thumbnail_size)
+            try:
+                data = await asyncio.to_thread(thumbnail, data, self.thumbnail_size)
+            except ImageError as exc:
+                # The image is stored and linked in the text: only its preview is left out.
+                logger.warning("no MCP preview for an image: %s", exc)
+                return None
             media_type = "image/jpeg"
         return types.ImageContent(
             data=pybase64.b64encode(data).decode("ascii"), mime_type=media_type
@@ -297,12 +302,16 @@ def thumbnail(data: bytes, longest_side: int) -> bytes:
     The image came from SiliconFlow (or the store), opened under the same pixel bound as a
     client's.
     """
-    with open_image(data, max_pixels=40_000_000) as opened:
-        opened.draft("RGB", (longest_side, longest_side))
-        image = opened.convert("RGB")
-        image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
-        out = io.BytesIO()
-        image.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)
+    with open_image(data, max_pixels=DEFAULT_MAX_PIXELS) as opened:
+        try:
+            # A JPEG decodes straight to a fraction of its size; other formats ignore this.
+            opened.draft("RGB", (longest_side, longest_side))
+            image = opened.convert("RGB")
+            image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
+            out = io.BytesIO()
+            image.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)
+        except Exception as exc:
+            raise ImageError(f"not a readable image: {exc}") from None
         return out.getvalue()
 
 

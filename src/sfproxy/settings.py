@@ -246,7 +246,9 @@ class Settings(BaseSettings):
             return [item.strip() for item in value if isinstance(item, str) and item.strip()]
         return [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
 
-    @field_validator("log_level", "log_format", "chat_progress", "chat_tasks", mode="before")
+    @field_validator(
+        "log_level", "log_format", "chat_progress", "chat_tasks", "mcp_image_content", mode="before"
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
