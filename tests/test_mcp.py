@@ -332,7 +332,8 @@ def stdio_parameters(*args: str, env: dict[str, str]) -> StdioServerParameters:
 
 async def test_stdio_forwards_to_a_running_service(fake: FakeSiliconFlow, tmp_path: Path) -> None:
     async with serving(fake, tmp_path) as running:
-        parameters = stdio_parameters("--url", f"{running.url}/mcp", "--key", KEY, env={})
+        # As the README configures Claude Desktop: the key from the environment.
+        parameters = stdio_parameters("--url", f"{running.url}/mcp", env={"SFPROXY_KEY": KEY})
         async with (
             stdio_client(parameters) as (read, write),
             ClientSession(read, write) as session,
@@ -352,6 +353,31 @@ async def test_stdio_forwards_to_a_running_service(fake: FakeSiliconFlow, tmp_pa
         assert served.headers["content-type"] == "image/png"
     assert bad.is_error is True
     assert "'n'" in text_of(bad)
+
+
+async def test_stdio_with_a_wrong_key_says_so_and_exits(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    async with serving(fake, tmp_path) as running:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sfproxy",
+            "mcp",
+            "--url",
+            f"{running.url}/mcp",
+            "--key",
+            "wrong-key",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1
+    assert stdout == b""
+    assert (
+        stderr.decode().strip().endswith("/mcp refused: Incorrect API key provided for this proxy.")
+    )
 
 
 async def test_stdio_runs_the_service_in_process(fake: FakeSiliconFlow, tmp_path: Path) -> None:

@@ -86,9 +86,7 @@ async def forward(url: str, key: str | None) -> int:
         try:
             await remote.initialize()
         except MCPError as exc:
-            print(
-                f"sfproxy mcp: {url} refused the connection: {exc.error.message}", file=sys.stderr
-            )
+            print(f"sfproxy mcp: {url} refused: {exc.error.message}", file=sys.stderr)
             return 1
 
         async def list_tools(
