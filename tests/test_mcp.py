@@ -92,6 +92,9 @@ async def test_tools_are_listed_with_their_schemas(fake: FakeSiliconFlow, tmp_pa
     )
     assert "data:image" in edit["properties"]["images"]["description"]
     assert all(tool.description for tool in listed.tools)
+    # Optional fields have one type: some agents' models refuse `anyOf` with null.
+    assert generate["properties"]["seed"]["type"] == "integer"
+    assert "anyOf" not in str(generate) and "anyOf" not in str(edit)
 
 
 async def test_an_image_is_generated_and_its_url_serves_it(
@@ -230,6 +233,7 @@ async def test_a_bad_argument_is_a_tool_error_with_our_message(
         unknown = await session.call_tool("generate_image", {"prompt": "a cat", "model": "nope/x"})
         no_image = await session.call_tool("edit_image", {"prompt": "bluer", "images": ["ftp://x"]})
         no_prompt = await session.call_tool("generate_image", {"n": 1})
+        blank = await session.call_tool("generate_image", {"prompt": "   "})
     assert too_many.is_error is True
     assert "'n'" in text_of(too_many) and "10" in text_of(too_many)
     # An unlisted model is SiliconFlow's to refuse, and its refusal is a tool error too.
@@ -241,6 +245,8 @@ async def test_a_bad_argument_is_a_tool_error_with_our_message(
     )
     assert no_prompt.is_error is True
     assert text_of(no_prompt) == "Missing required parameter: 'prompt'."
+    assert blank.is_error is True
+    assert "'prompt'" in text_of(blank)
     assert [request.body["model"] for request in fake.requests] == ["nope/x"]
 
 

@@ -67,7 +67,7 @@ class Caller:
 
 class _Arguments(BaseModel):
     # Agents add fields of their own; what we do not use is ignored, as request bodies are.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     prompt: str = Field(
         min_length=1,
@@ -116,9 +116,23 @@ class EditArguments(_Arguments):
     )
     model: str | None = Field(
         default=None,
-        description="An edit model id from list_models (one whose min_images is at least 1). "
-        "Omit it for the default edit model.",
+        description="A model id from list_models that takes images (max_images of 1 or "
+        "more; up to that many images). Omit it for the default edit model.",
     )
+
+
+def tool_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The arguments' JSON schema as agents read it best: an optional field is its one type
+    (not `anyOf` with null, which some clients' models refuse), and no generated titles."""
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for field in schema["properties"].values():
+        field.pop("title", None)
+        options = field.pop("anyOf", None)
+        if options is not None:
+            field.pop("default", None)
+            field.update(next(option for option in options if option != {"type": "null"}))
+    return schema
 
 
 TOOLS = (
@@ -127,14 +141,14 @@ TOOLS = (
         title="Generate images",
         description="Make new images from a text prompt. Returns each image's URL as Markdown "
         "(and a preview). Costs one image of the caller's quota per image made.",
-        input_schema=GenerateArguments.model_json_schema(),
+        input_schema=tool_schema(GenerateArguments),
     ),
     types.Tool(
         name="edit_image",
         title="Edit images",
         description="Change one to three existing images as the prompt says (restyle, add or "
         "remove things, combine them). Returns the new images' URLs as Markdown.",
-        input_schema=EditArguments.model_json_schema(),
+        input_schema=tool_schema(EditArguments),
     ),
     types.Tool(
         name="list_models",
@@ -173,7 +187,9 @@ class ImageTools:
                 param="name",
             )
         except ProxyError as exc:
-            caller.note.error = exc.code or exc.error_type
+            # Logged as the API's errors are: a 400 by the parameter it names.
+            named = isinstance(exc, InvalidRequestError) and exc.param
+            caller.note.error = f"invalid {exc.param}" if named else exc.code or exc.error_type
             return tool_error(exc.message)
         except Exception:
             logger.exception("MCP tool %s failed", name)
@@ -205,7 +221,7 @@ class ImageTools:
             raise invalid_request(exc.errors()) from None
         return ImageJob.from_params(
             params,
-            prompt=args.prompt.strip(),
+            prompt=args.prompt,
             catalogue=self.services.catalogue,
             default_response_format="url",
             images=images,
