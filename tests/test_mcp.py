@@ -129,6 +129,23 @@ async def test_an_image_is_generated_and_its_url_serves_it(
     assert [image["url"] for image in result.structured_content["images"]] == links
 
 
+async def test_a_partial_failure_is_said_and_only_what_came_is_charged(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    fake.add_fault("status", status=400)
+    async with serving(fake, tmp_path) as running, mcp_session(running.url) as session:
+        result = await session.call_tool(
+            "generate_image", {"prompt": "two boats", "n": 2, "model": "Qwen/Qwen-Image"}
+        )
+        model = "Qwen/Qwen-Image"
+        assert running.metric("sfproxy_images_delivered_total", model=model) == 1
+        assert running.metric("sfproxy_images_refunded_total", model=model) == 1
+    assert result.is_error is not True
+    text = text_of(result)
+    assert len(LINK.findall(text)) == 1
+    assert "\n\n1 of 2 image requests failed: SiliconFlow rejected the request" in text
+
+
 def fake_model(running: Running) -> str:
     return running.services.catalogue.default_model
 

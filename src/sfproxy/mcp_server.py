@@ -244,17 +244,17 @@ class ImageTools:
     async def _result(self, generation: Generation, caller: Caller) -> types.CallToolResult:
         links = [caller.link_for(image) for image in generation.images]
         size = f" ({generation.size})" if generation.size else ""
-        lines = [f"{len(links)} image(s) from {generation.model}{size}:", ""]
+        # One paragraph per image, as chat answers have: Markdown renders each on its own.
+        paragraphs = [f"{len(links)} image(s) from {generation.model}{size}:"]
         for index, (image, link) in enumerate(zip(generation.images, links, strict=True), 1):
             seed = f" (seed {image.seed})" if image.seed is not None else ""
-            lines.append(f"![image {index}]({link}){seed}")
+            paragraphs.append(f"![image {index}]({link}){seed}")
         if generation.failures:
-            lines += [
-                "",
+            paragraphs.append(
                 f"{generation.failed_calls} of {generation.calls} image requests failed: "
-                f"{generation.failures[0].message}",
-            ]
-        content: list[types.ContentBlock] = [types.TextContent(text="\n".join(lines))]
+                f"{generation.failures[0].message}"
+            )
+        content: list[types.ContentBlock] = [types.TextContent(text="\n\n".join(paragraphs))]
         for image in generation.images:
             block = await self._image_block(image)
             if block is not None:
