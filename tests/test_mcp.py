@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -378,29 +379,40 @@ async def test_stdio_forwards_to_a_running_service(fake: FakeSiliconFlow, tmp_pa
     assert "'n'" in text_of(bad)
 
 
+async def run_stdio_alone(*args: str) -> tuple[int | None, bytes, bytes]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sfproxy",
+        "mcp",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode, stdout, stderr
+
+
 async def test_stdio_with_a_wrong_key_says_so_and_exits(
     fake: FakeSiliconFlow, tmp_path: Path
 ) -> None:
     async with serving(fake, tmp_path) as running:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sfproxy",
-            "mcp",
-            "--url",
-            f"{running.url}/mcp",
-            "--key",
-            "wrong-key",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 1
-    assert stdout == b""
-    assert (
-        stderr.decode().strip().endswith("/mcp refused: Incorrect API key provided for this proxy.")
+        url = f"{running.url}/mcp"
+        code, stdout, stderr = await run_stdio_alone("--url", url, "--key", "wrong-key")
+    assert (code, stdout) == (1, b"")
+    assert stderr.decode() == (
+        f"sfproxy mcp: {url} refused: Incorrect API key provided for this proxy.\n"
     )
+
+
+async def test_stdio_without_a_service_says_so_and_exits() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/mcp"
+    code, stdout, stderr = await run_stdio_alone("--url", url, "--key", KEY)
+    assert (code, stdout) == (1, b"")
+    assert stderr.decode() == f"sfproxy mcp: cannot reach {url}: All connection attempts failed\n"
 
 
 async def test_stdio_runs_the_service_in_process(fake: FakeSiliconFlow, tmp_path: Path) -> None:

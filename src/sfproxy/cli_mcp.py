@@ -61,7 +61,14 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.url:
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-        return anyio.run(forward, args.url, args.key)
+        try:
+            return anyio.run(forward, args.url, args.key)
+        except Exception as exc:
+            unreachable = _transport_error(exc)
+            if unreachable is None:
+                raise
+            print(f"sfproxy mcp: cannot reach {args.url}: {unreachable}", file=sys.stderr)
+            return 1
     settings = load_settings()
     settings.require_upstream_key()
     configure_logging(settings.log_level, settings.log_format)
@@ -71,6 +78,18 @@ def run(args: argparse.Namespace) -> int:
             handler.setStream(sys.stderr)
     anyio.run(in_process, settings)
     return 0
+
+
+def _transport_error(error: BaseException) -> httpx2.TransportError | None:
+    """The connection failure in `error`, which the SDK raises through its task groups."""
+    if isinstance(error, httpx2.TransportError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _transport_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def forward(url: str, key: str | None) -> int:
