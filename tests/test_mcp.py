@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import re
 import socket
 import sys
@@ -379,7 +380,12 @@ async def test_stdio_forwards_to_a_running_service(fake: FakeSiliconFlow, tmp_pa
     assert "'n'" in text_of(bad)
 
 
-async def run_stdio_alone(*args: str) -> tuple[int | None, bytes, bytes]:
+async def run_stdio_alone(*args: str, cwd: Path | None = None) -> tuple[int | None, bytes, bytes]:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("SILICONFLOW_", "SFPROXY_"))
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -389,6 +395,8 @@ async def run_stdio_alone(*args: str) -> tuple[int | None, bytes, bytes]:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=environment,
+        cwd=cwd,
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     return process.returncode, stdout, stderr
@@ -413,6 +421,16 @@ async def test_stdio_without_a_service_says_so_and_exits() -> None:
     code, stdout, stderr = await run_stdio_alone("--url", url, "--key", KEY)
     assert (code, stdout) == (1, b"")
     assert stderr.decode() == f"sfproxy mcp: cannot reach {url}: All connection attempts failed\n"
+
+
+async def test_stdio_with_neither_a_url_nor_an_upstream_key_names_both(tmp_path: Path) -> None:
+    code, stdout, stderr = await run_stdio_alone(cwd=tmp_path)
+    assert (code, stdout) == (2, b"")
+    message = stderr.decode()
+    assert message.startswith("sfproxy: invalid configuration: SILICONFLOW_API_KEY is not set")
+    assert message.endswith(
+        "Or give `sfproxy mcp` --url, a running service's /mcp, to forward to.\n"
+    )
 
 
 async def test_stdio_runs_the_service_in_process(fake: FakeSiliconFlow, tmp_path: Path) -> None:

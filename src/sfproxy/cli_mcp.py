@@ -30,7 +30,7 @@ from .auth import Client
 from .generate import GeneratedImage
 from .mcp_server import INSTRUCTIONS, SERVER_NAME, Caller, ImageTools, build_server, tool_error
 from .observability import RequestNote, configure_logging
-from .settings import Settings, load_settings
+from .settings import ConfigError, Settings, load_settings
 from .store import ImageStore
 from .store.local import LocalImageStore
 
@@ -70,7 +70,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"sfproxy mcp: cannot reach {args.url}: {unreachable}", file=sys.stderr)
             return 1
     settings = load_settings()
-    settings.require_upstream_key()
+    try:
+        settings.require_upstream_key()
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc} Or give `sfproxy mcp` --url, a running service's /mcp, to forward to."
+        ) from None
     configure_logging(settings.log_level, settings.log_format)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
