@@ -8,6 +8,7 @@ requests, so any worker or instance can answer any of them, as with the rest of 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -55,8 +56,28 @@ class McpEndpoint:
             image_content=settings.mcp_image_content,
             thumbnail_size=settings.mcp_thumbnail_size,
         )
-        async with self.manager.run():
+        # The SDK's manager holds an anyio task group, which must be left in the task that
+        # entered it; a lifespan may end in another task than it began (Starlette's TestClient,
+        # test fixtures), so one task of its own runs the manager from start to stop.
+        started, stopping = asyncio.Event(), asyncio.Event()
+
+        async def run_manager() -> None:
+            async with self.manager.run():
+                started.set()
+                await stopping.wait()
+
+        manager = asyncio.create_task(run_manager())
+        ready = asyncio.ensure_future(started.wait())
+        await asyncio.wait({manager, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.is_set():
+            ready.cancel()
+            manager.result()  # raises what stopped it
+            raise RuntimeError("the MCP session manager stopped as it started")
+        try:
             yield
+        finally:
+            stopping.set()
+            await manager
 
     def _current_tools(self) -> ImageTools:
         assert self._tools is not None, "McpEndpoint.running() is entered in the lifespan"
