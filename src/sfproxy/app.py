@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from . import __version__
 from .errors import (
@@ -48,6 +49,7 @@ from .routes import (
 )
 from .routes import responses as responses_route
 from .routes.admin_usage import router as admin_usage_router
+from .routes.mcp import McpEndpoint
 from .server import GUARD_STATE_KEY, ConnectionGuard, connection_limit
 from .services import Services
 from .settings import Settings, load_settings
@@ -60,6 +62,7 @@ logger = logging.getLogger("sfproxy")
 def create_app(settings: Settings, *, upstream_session: SessionFactory | None = None) -> FastAPI:
     """The service; `upstream_session` builds the SiliconFlow client's session (for tests)."""
     metrics = Metrics()
+    mcp = McpEndpoint(settings)
     drain = Drain(settings.shutdown_grace_seconds)
     guard = ConnectionGuard(
         header_timeout=settings.header_timeout_seconds,
@@ -70,9 +73,10 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        async with Services.running(
-            settings, metrics, upstream_session=upstream_session
-        ) as services:
+        async with (
+            Services.running(settings, metrics, upstream_session=upstream_session) as services,
+            mcp.running(services),
+        ):
             app.state.services = services
             app.state.drain = drain
             tune_garbage_collector()
@@ -112,6 +116,8 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
     app.include_router(admin_usage_router)
     app.include_router(responses_route.router)
     app.mount("/static", playground.static_files(), name="static")
+    # A route, not a mount: clients POST to /mcp itself, which a mount would redirect.
+    app.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
 
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,6 +1,6 @@
 """Commands: `serve` (production), `demo` (with the built-in fake SiliconFlow), `check-config`,
-`upstream` (the SiliconFlow accounts and keys, as SiliconFlow sees them now); `keys` and `db`
-are in cli_keys.py."""
+`upstream` (the SiliconFlow accounts and keys, as SiliconFlow sees them now), `mcp` (the MCP
+tools over stdio, `cli_mcp.py`); `keys` and `db` are in cli_keys.py."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from . import __version__, cli_keys
+from .cli_mcp import add_parser as add_mcp_parser
 from .cli_usage import add_usage_command
 from .errors import ProxyError
 from .links import link_warning
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     fake.set_defaults(handler=_fake_upstream)
     cli_keys.register(commands)
+    add_mcp_parser(commands)
     return parser
 
 

@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     # Chat clients' background prompts (titles, tags, ...) answered without an image (tasks.py).
     chat_tasks: Literal["answer", "generate"] = "answer"
     chat_task_patterns: Annotated[list[str], NoDecode] = Field(default=[])
+    # MCP tool results: image blocks as made, downscaled previews, or links only (mcp_server.py).
+    mcp_image_content: Literal["full", "thumbnail", "off"] = "thumbnail"
+    mcp_thumbnail_size: int = Field(default=512, ge=16, le=4096)
 
     public_base_url: str | None = None
     # The address `serve` listens on (its --host); links need PUBLIC_BASE_URL beyond loopback.
@@ -251,7 +254,9 @@ class Settings(BaseSettings):
             return [item.strip() for item in value if isinstance(item, str) and item.strip()]
         return [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
 
-    @field_validator("log_level", "log_format", "chat_progress", "chat_tasks", mode="before")
+    @field_validator(
+        "log_level", "log_format", "chat_progress", "chat_tasks", "mcp_image_content", mode="before"
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

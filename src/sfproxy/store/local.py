@@ -34,6 +34,10 @@ class LocalImageStore:
     def _path(self, name: str) -> Path:
         return self.directory / name[:2] / name
 
+    def path_of(self, name: str) -> Path:
+        """Where the image is on disk (for `sfproxy mcp`, which serves no HTTP to link to)."""
+        return self._path(name)
+
     async def put(self, data: bytes, media_type: str) -> str:
         name = new_name(media_type)
         try:
