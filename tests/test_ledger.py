@@ -183,7 +183,7 @@ def test_the_ledger_adds_up_to_what_siliconflow_billed(
     assert metric(proxy, "sfproxy_ledger_records_written_total") == 7
 
 
-def test_chat_and_edits_are_recorded_under_their_endpoints(
+def test_chat_edits_and_responses_are_recorded_under_their_endpoints(
     start: StartProxy, fake: FakeSiliconFlow, database_url: str
 ) -> None:
     proxy = start(DATABASE_URL=database_url)
@@ -207,7 +207,10 @@ def test_chat_and_edits_are_recorded_under_their_endpoints(
             prompt="paint it blue",
             extra_headers={"X-Request-ID": "edit-1"},
         )
-    found = by_id(wait_for_rows(database_url, 3))
+        sdk.responses.create(
+            model=QWEN, input="draw an egret", extra_headers={"X-Request-ID": "responses-1"}
+        )
+    found = by_id(wait_for_rows(database_url, 4))
     assert {
         rid: (row["endpoint"], row["client"], row["images_delivered"], row["status"])
         for rid, row in found.items()
@@ -215,6 +218,7 @@ def test_chat_and_edits_are_recorded_under_their_endpoints(
         "chat-1": ("chat", "anonymous", 1, 200),
         "chat-2": ("chat", "anonymous", 1, 200),
         "edit-1": ("edits", "anonymous", 1, 200),
+        "responses-1": ("responses", "anonymous", 1, 200),
     }
 
 

@@ -9,6 +9,7 @@ import io
 import os
 import re
 import socket
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from mcp import Client, ClientSession, MCPError, StdioServerParameters, stdio_cl
 from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 
+from sfproxy.auth import key_label
 from sfproxy.fake_upstream import FakeSiliconFlow
 
 from .images import data_uri, image_bytes
@@ -146,6 +148,13 @@ async def test_a_partial_failure_is_said_and_only_what_came_is_charged(
     text = text_of(result)
     assert len(LINK.findall(text)) == 1
     assert "\n\n1 of 2 image requests failed: SiliconFlow rejected the request" in text
+    # The ledger (written out at shutdown) has the call under its own endpoint.
+    with sqlite3.connect(tmp_path / "sfproxy.db") as ledger:
+        rows = ledger.execute(
+            "SELECT endpoint, client, images_requested, images_delivered, images_refunded,"
+            " status, charged FROM ledger"
+        ).fetchall()
+    assert rows == [("mcp", key_label(KEY), 2, 1, 1, 200, 0.3)]
 
 
 def fake_model(running: Running) -> str:
