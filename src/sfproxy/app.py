@@ -44,6 +44,7 @@ from .routes import (
     images,
     models,
     playground,
+    usage,
     variations,
 )
 from .routes.admin_usage import router as admin_usage_router
@@ -106,6 +107,7 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
         playground,
         admin,
         admin_keys,
+        usage,
     ):
         app.include_router(module.router)
     app.include_router(admin_usage_router)
