@@ -254,3 +254,16 @@ async def test_a_series_without_records_still_lists_its_days(fake, tmp_path, day
     body = response.json()
     assert (len(body["days"]), body["points"], body["currencies"]) == (int(days), [], [])
     assert body["days"][-1] == datetime.now(UTC).date().isoformat()
+
+
+async def test_reading_usage_does_not_use_up_the_requests_per_minute(fake, tmp_path) -> None:
+    settings = service_settings(fake, tmp_path, allow_client_keys=ENV_KEY, client_rpm=1)
+    async with in_process(settings) as running:
+        looks = [
+            (await running.http.get("/v1/usage", headers={"x-api-key": ENV_KEY})).status_code
+            for _ in range(3)
+        ]
+        first = await generate(running, ENV_KEY, KOLORS)
+        second = await generate(running, ENV_KEY, KOLORS)
+    assert looks == [200, 200, 200]
+    assert (first.status_code, second.status_code) == (200, 429)
