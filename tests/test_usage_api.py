@@ -17,6 +17,7 @@ from sfproxy.auth import key_label
 from sfproxy.db.database import Database
 from sfproxy.db.engine import make_engine
 from sfproxy.db.tables import client_keys, ledger
+from sfproxy.routes.usage import KeyUsage
 
 from .support.inprocess import eventually, in_process, service_settings
 from .support.proxy import free_port
@@ -112,6 +113,9 @@ async def test_a_key_sees_its_own_usage_and_budgets_left(fake, tmp_path, databas
             },
         ],
     }
+    # What the OpenAPI document says it answers.
+    for answer in (response, other):
+        KeyUsage.model_validate(answer.json())
     # A key without budgets: its usage, and no budget.
     assert other.status_code == 200
     assert other.json()["client"] == key_label(ENV_KEY)

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Literal
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
 from ..errors import DatabaseUnavailableError, NotFoundError
 from ..observability import note_of
+from ..protocol import ErrorResponse
 from ..usage import client_usage
 from ..usage_format import client_usage_document
-from .common import ServicesDep
+from .common import ERROR_RESPONSES, ServicesDep
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,52 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 USAGE_TIMEOUT = 5.0
 
 
-@router.get("/usage", summary="This key's usage today and this month, and its budgets")
+class _Exact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PeriodUsage(_Exact):
+    """A UTC day or month so far: amounts are decimal strings in the document's currency."""
+
+    since: str
+    requests: int
+    images_delivered: int
+    charged: str
+    unknown_price: int
+
+
+class BudgetState(_Exact):
+    period: Literal["daily", "monthly"]
+    budget: str
+    spent: str
+    left: str
+    currency: str
+    resets_at: str
+
+
+class KeyUsage(_Exact):
+    """The document /v1/usage answers (built by `usage_format.client_usage_document`); here
+    for the OpenAPI document."""
+
+    object: Literal["usage"]
+    client: str
+    name: str | None
+    currency: str
+    today: PeriodUsage
+    month: PeriodUsage
+    budgets: list[BudgetState]
+
+
+@router.get(
+    "/usage",
+    response_model=KeyUsage,
+    responses={
+        **ERROR_RESPONSES,
+        404: {"model": ErrorResponse, "description": "A public service: there is no key"},
+        503: {"model": ErrorResponse, "description": "The database did not answer"},
+    },
+    summary="This key's usage today and this month, and its budgets",
+)
 async def usage(request: Request, services: ServicesDep) -> JSONResponse:
     if not services.keys.required:
         raise NotFoundError(
