@@ -45,6 +45,7 @@ from .routes import (
     images,
     models,
     playground,
+    usage,
     variations,
 )
 from .routes import responses as responses_route
@@ -111,6 +112,7 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
         playground,
         admin,
         admin_keys,
+        usage,
     ):
         app.include_router(module.router)
     app.include_router(admin_usage_router)

@@ -329,3 +329,77 @@ async def client_usage(
     return ClientUsage(
         today=periods[0], month=periods[1], day_start=day_start, month_start=month_start
     )
+
+
+# The admin chart's series: a day by client, over at least a day and at most MAX_RANGE_DAYS.
+DEFAULT_SERIES_DAYS = 30
+
+
+@dataclass(slots=True)
+class SeriesPoint:
+    """One client's totals on one UTC day."""
+
+    day: str
+    client: str
+    name: str | None
+    totals: Totals
+
+
+@dataclass(slots=True)
+class DailySeries:
+    """Every UTC day of the range (`days`, oldest first, today last) and a point for each day
+    and client that has records."""
+
+    days: list[str]
+    points: list[SeriesPoint]
+    since: datetime
+    until: datetime
+
+    @property
+    def currencies(self) -> list[str]:
+        found: set[str] = set()
+        for point in self.points:
+            found |= set(point.totals.cost) | set(point.totals.charged)
+        return sorted(found)
+
+
+def parse_series_days(text: str | None) -> int:
+    """`days` as a client sent it: a whole number from 1 to MAX_RANGE_DAYS."""
+    if text is None or not text.strip():
+        return DEFAULT_SERIES_DAYS
+    value = text.strip()
+    if not (len(value) <= 3 and value.isascii() and value.isdigit()) or not (
+        1 <= int(value) <= MAX_RANGE_DAYS
+    ):
+        raise InvalidRequestError(
+            f"days must be a whole number from 1 to {MAX_RANGE_DAYS}, not {_shown(text)}.",
+            param="days",
+        )
+    return int(value)
+
+
+async def daily_series(
+    engine: AsyncEngine, days: int, *, now: datetime | None = None
+) -> DailySeries:
+    """Each client's totals per UTC day over the last `days` days, today included."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    first = now.date() - timedelta(days=days - 1)
+    since = datetime.combine(first, time(), tzinfo=UTC)
+    until = now + timedelta(microseconds=1)
+    group = [_utc_day(engine.dialect.name), ledger.c.client, client_keys.c.name]
+    points: dict[tuple[str, str], SeriesPoint] = {}
+    for values, _currency, totals in await _grouped(
+        engine, _bounds(engine, since, until), group, join_keys=True
+    ):
+        day = values[0].isoformat() if isinstance(values[0], date) else str(values[0])
+        point = points.setdefault(
+            (day, values[1]),
+            SeriesPoint(day=day, client=values[1], name=values[2], totals=Totals()),
+        )
+        point.totals.add(totals)
+    return DailySeries(
+        days=[(first + timedelta(days=offset)).isoformat() for offset in range(days)],
+        points=[points[key] for key in sorted(points)],
+        since=since,
+        until=now,
+    )

@@ -14,7 +14,8 @@ import json
 from decimal import Decimal
 from typing import Any, Literal, get_args
 
-from .usage import Totals, UsageReport, iso_utc
+from .budgets import BudgetStatus
+from .usage import ClientUsage, DailySeries, Totals, UsageReport, iso_utc
 
 Format = Literal["table", "csv", "json"]
 FORMATS: tuple[Format, ...] = get_args(Format)
@@ -143,3 +144,61 @@ def render_report(report: UsageReport, output: Format) -> str:
     if output == "json":
         return report_json(report)
     return report_table(report)
+
+
+def series_document(series: DailySeries) -> dict[str, Any]:
+    """`/admin/usage/daily`: every day of the range, and one point per day and client with
+    records (days without any have no point)."""
+    currencies = series.currencies
+    return {
+        "since": iso_utc(series.since),
+        "until": iso_utc(series.until),
+        "days": series.days,
+        "currencies": currencies,
+        "points": [
+            {
+                "day": point.day,
+                "client": point.client,
+                "name": point.name,
+                **_totals(point.totals, currencies),
+            }
+            for point in series.points
+        ],
+    }
+
+
+def _period(totals: Totals, since: str, currency: str) -> dict[str, Any]:
+    return {
+        "since": since,
+        "requests": totals.requests,
+        "images_delivered": totals.images_delivered,
+        "charged": format_money(totals.charged.get(currency, Decimal(0)), currency),
+        "unknown_price": totals.unknown_price,
+    }
+
+
+def client_usage_document(
+    usage: ClientUsage, budgets: list[BudgetStatus], *, client: str, name: str | None, currency: str
+) -> dict[str, Any]:
+    """`/v1/usage`: one key's use today and this month (UTC), in the site's currency, and each
+    budget it has."""
+    return {
+        "object": "usage",
+        "client": client,
+        "name": name,
+        "currency": currency,
+        "today": _period(usage.today, iso_utc(usage.day_start), currency),
+        "month": _period(usage.month, iso_utc(usage.month_start), currency),
+        "budgets": [
+            {
+                "period": status.period,
+                "budget": format_money(status.budget, status.currency),
+                "spent": format_money(status.spent, status.currency),
+                "left": format_money(status.left or Decimal(0), status.currency),
+                "currency": status.currency,
+                "resets_at": iso_utc(status.resets_at),
+            }
+            for status in budgets
+            if status.budget is not None
+        ],
+    }

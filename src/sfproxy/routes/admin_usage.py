@@ -1,7 +1,9 @@
 """`GET /admin/usage`: the usage report (`sfproxy usage`'s) for operators, behind ADMIN_KEYS.
 
 The query parameters are the CLI's options: `since`, `until`, `by`, `client`, `model`, and
-`format` (json, the default; csv; table, as the CLI prints it).
+`format` (json, the default; csv; table, as the CLI prints it). `GET /admin/usage/daily?days=N`
+is the playground's chart: each client's totals per UTC day over the last N days (30 unless
+given, at most 400).
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ import logging
 
 from fastapi import APIRouter, Request
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..errors import DatabaseUnavailableError, InvalidRequestError
-from ..usage import UsageFilter, usage_report
-from ..usage_format import FORMATS, render_report
+from ..usage import UsageFilter, daily_series, parse_series_days, usage_report
+from ..usage_format import FORMATS, render_report, series_document
 from .admin import require_admin
 from .common import ServicesDep
 
@@ -50,3 +52,15 @@ async def usage(request: Request, services: ServicesDep) -> Response:
         render_report(report, output),
         media_type=_MEDIA_TYPES[output],
     )
+
+
+@router.get("/admin/usage/daily")
+async def daily(request: Request, services: ServicesDep) -> JSONResponse:
+    require_admin(request, services.settings.admin_key_list)
+    days = parse_series_days(request.query_params.get("days"))
+    try:
+        series = await daily_series(services.database.engine, days)
+    except (OSError, SQLAlchemyError) as exc:
+        logger.warning("daily usage failed: %s", exc)
+        raise DatabaseUnavailableError("The database did not answer; try again.") from None
+    return JSONResponse(series_document(series))

@@ -1,4 +1,5 @@
-// The page's client for the service's public /v1 API. Paths are relative to the page.
+// The page's client for the service's /v1 API (and, with an admin key, /admin). Paths are
+// relative to the page.
 
 export class ApiError extends Error {
   constructor(status, body, headers) {
@@ -32,7 +33,7 @@ export function isSendableKey(key) {
   return /^[\x20-\x7e]*$/.test(key);
 }
 
-export async function callApi(path, { key = "", json, form, signal } = {}) {
+export async function callApi(path, { key = "", json, form, signal, method } = {}) {
   const headers = { Accept: "application/json" };
   if (key) headers.Authorization = `Bearer ${key}`;
   let body;
@@ -43,7 +44,7 @@ export async function callApi(path, { key = "", json, form, signal } = {}) {
     body = form; // the browser sets the multipart boundary itself
   }
   const response = await fetch(path, {
-    method: body === undefined ? "GET" : "POST",
+    method: method ?? (body === undefined ? "GET" : "POST"),
     headers,
     body,
     signal,

@@ -1,10 +1,12 @@
 // The playground: a form over the service's public /v1 API, and this browser's history.
 
+import { AdminView } from "./admin.js";
 import { ApiError, callApi, isSendableKey } from "./api.js";
 import { byId, fromTemplate, option, safeUrl, setLabel } from "./dom.js";
 import { renderEntry, Viewer } from "./gallery.js";
 import { readHistory, writeHistory } from "./history.js";
 import * as models from "./models.js";
+import { UsagePanel } from "./usage.js";
 
 const KEY_STORAGE = "sfproxy.playground.key";
 const MODEL_STORAGE = "sfproxy.playground.model";
@@ -75,6 +77,7 @@ const counted = (count, noun) => `${count} ${count === 1 ? noun : `${noun}s`}`;
 
 // What a card in the gallery can do; `use` and `reuse` are hoisted functions below.
 const actions = { viewer: new Viewer({ use: useAsInput }), use: useAsInput, reuse };
+const usage = new UsagePanel();
 
 // localStorage can be missing or refuse writes (private windows); the page works without it.
 const storage = {
@@ -137,9 +140,11 @@ async function loadModels() {
     );
     ui.key.removeAttribute("aria-invalid");
     if (state.errorSource === "models") hideError();
+    usage.refresh(key);
   } catch (error) {
     if (controller.signal.aborted) return;
     state.models = [];
+    usage.hide();
     setConnection(
       "error",
       error instanceof ApiError && error.isAuth ? "Key needed" : "Not connected",
@@ -445,6 +450,9 @@ async function generate() {
       return;
     }
     showFailure(error, "generate");
+  } finally {
+    // Whatever the outcome (a budget's refusal too), the key's usage as it now is.
+    usage.refresh(key, { again: true });
   }
 }
 
@@ -727,3 +735,4 @@ ui.clearHistory.addEventListener("click", toggleClearHistory);
 
 renderHistory();
 loadModels();
+new AdminView();
