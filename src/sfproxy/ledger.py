@@ -87,7 +87,7 @@ def ledger_client(client: Client) -> str:
 class Ledger:
     """Turns settled requests into priced records, counts the spend, and queues the records."""
 
-    def __init__(self, writer: LedgerWriter, prices: Prices, metrics: Metrics) -> None:
+    def __init__(self, writer: LedgerWriter | LedgerOff, prices: Prices, metrics: Metrics) -> None:
         self.writer = writer
         self.prices = prices
         self.metrics = metrics
@@ -135,6 +135,23 @@ class Ledger:
 
 def _finished_well(work: asyncio.Future[Any]) -> bool:
     return work.done() and not work.cancelled() and work.exception() is None
+
+
+class LedgerOff:
+    """The writer with `LEDGER=off`: records are priced and counted in the spend metrics as
+    usual, then dropped; nothing touches the database."""
+
+    status = "off"
+    waiting = 0
+
+    def add(self, record: LedgerRecord) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
 
 
 class LedgerWriter:
