@@ -6,7 +6,7 @@ client received; both NULL when the model's price is unknown) and hands it to th
 `LedgerWriter`, which keeps it in a bounded in-memory buffer. Nothing on a request's path
 awaits the database.
 
-The writer inserts the buffer in batches (one multi-row INSERT each) every `FLUSH_SECONDS`, or
+The writer inserts the buffer in batches (one transaction each) every `FLUSH_SECONDS`, or
 sooner when a batch fills, so a `kill -9` loses at most about that second of records. At
 shutdown (SIGTERM) it writes everything left, for at most `SHUTDOWN_FLUSH_SECONDS`, and logs
 each record it could not write. While the database is unreachable, records wait and are
@@ -42,7 +42,7 @@ from .prices import Prices
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
-# Rows per INSERT: well under SQLite's and PostgreSQL's limits on bound parameters (17 a row).
+# Rows per transaction: a few of them a second at most, and a failed one is retried whole.
 BATCH_RECORDS = 500
 # A write that takes longer is treated as failed; longer than SQLite's busy_timeout (engine.py),
 # so that a database locked by another writer fails as locked, not as timed out.
@@ -281,7 +281,11 @@ class LedgerWriter:
             try:
                 async with asyncio.timeout(WRITE_TIMEOUT):
                     async with self.engine.begin() as connection:
-                        await connection.execute(ledger.insert().values([r.row() for r in batch]))
+                        # One cached statement, executed for many rows (the driver's
+                        # executemany): a multi-row `.values([...])` is compiled afresh for
+                        # every batch, about 6× the CPU per record (docs/benchmarks.md, the
+                        # ledger's section).
+                        await connection.execute(ledger.insert(), [r.row() for r in batch])
             except Exception as exc:
                 self._failed(exc)
                 return False
