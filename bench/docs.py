@@ -78,6 +78,8 @@ python -m bench --scenarios latency,held
 python -m bench --write-docs            # run, then rewrite this page from the results
 python -m bench --from-json bench/results/latest.json --write-docs   # rewrite only
 python -m bench.formats --write-docs    # only the output-format figures (seconds, no servers)
+python -m bench --scenarios key_pool --no-litellm --write-docs   # only the key pool's section
+python -m bench --scenarios ledger --no-litellm --write-docs     # only the ledger's section
 ```
 
 Results go to `bench/results/latest.json` (every raw figure) and

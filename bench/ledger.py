@@ -82,6 +82,14 @@ def _measured(check: Check) -> str:
     return f"{value:g}"
 
 
+def _request_cpu_ms(scenario: Mapping[str, Any]) -> float:
+    """LEDGER=off's CPU per request at c=1, for scale."""
+    for level in scenario["levels"]:
+        if level["concurrency"] == 1:
+            return float(level["runs"]["service_off"].get("cpu_ms_per_request") or 0.0)
+    return 0.0
+
+
 def ledger_rows(scenario: Mapping[str, Any]) -> list[Row]:
     """A row per service and level (the first round's figures, and its distance from its
     comparison over every round), the records counted, then one per target."""
@@ -113,6 +121,24 @@ def ledger_rows(scenario: Mapping[str, Any]) -> list[Row]:
                 f"{records['answered']} requests answered (the service's "
                 f"sfproxy_requests_total); wrk counted {records['wrk_answered']} (it stops with "
                 "requests in flight)",
+                "",
+                "",
+            )
+        )
+    insert = scenario.get("insert_cpu_us")
+    if insert:
+        table.append(
+            (
+                "12",
+                "CPU per ledger record written, in-process (µs)",
+                " · ".join(
+                    f"{engine}: writer {cost['writer']:.0f}, multi-row VALUES "
+                    f"{cost['multi_row_values']:.0f}"
+                    for engine, cost in insert["engines"].items()
+                ),
+                f"median of {insert['repeats']} batches of {insert['batch']}; the service's own "
+                "CPU, not "
+                f"the database server's; a request costs ~{_request_cpu_ms(scenario):.2f} ms CPU",
                 "",
                 "",
             )

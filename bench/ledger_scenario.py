@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 from tests.support.postgres_server import PostgresServer, start_postgres
 
+from sfproxy.ledger import BATCH_RECORDS
+
 from .context import (
     GENERATIONS,
     STORE_OFF,
@@ -28,6 +30,7 @@ from .context import (
     per_request_ms,
     service_body,
 )
+from .ledger_insert import REPEATS, insert_cost_us
 from .processes import Pinning, Server
 
 SERVICES = ("service_off", "service_sqlite", "service_postgresql", "service_sqlite_key")
@@ -172,6 +175,15 @@ async def ledger(ctx: Context) -> dict[str, Any]:
             for name in SERVICES
             if name != "service_off"
         }
+        # Measured directly too, after the load: the service's figures spread it over requests.
+        insert_us = {
+            "batch": BATCH_RECORDS,
+            "repeats": REPEATS,
+            "engines": {
+                "SQLite": await insert_cost_us(f"sqlite:///{ctx.workdir / 'ledger_insert.db'}"),
+                "PostgreSQL": await insert_cost_us(postgres.create_database()),
+            },
+        }
         version = subprocess.run(
             [str(postgres.bin_dir / "postgres"), "--version"],
             capture_output=True,
@@ -186,5 +198,6 @@ async def ledger(ctx: Context) -> dict[str, Any]:
         "rounds": rounds,
         "postgresql": version,
         "records": records,
+        "insert_cpu_us": insert_us,
         "levels": levels,
     }
