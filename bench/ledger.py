@@ -3,9 +3,9 @@
 The service with the ledger on SQLite, and on PostgreSQL, is loaded beside the same service with
 `LEDGER=off` and beside the direct call; a fourth service, on SQLite, takes a database client
 key. The cost is each one's figure minus its comparison's (`report.LEDGER_OVER`), same
-concurrency, median over alternating rounds. Pure like `report.py`, except `saved_results`;
-its own section of docs/benchmarks.md lies between markers, so that
-`python -m bench --scenarios ledger --write-docs` replaces it alone.
+concurrency, median over rounds in rotating order (each service takes every place in turn).
+Pure like `report.py`, except `saved_results`; its own section of docs/benchmarks.md lies
+between markers, so that `python -m bench --scenarios ledger --write-docs` replaces it alone.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _versus(level: Mapping[str, Any], name: str) -> str:
     cpu = ledger_cpu_added_ms(level, name)
     cpu_text = f", CPU {_signed(cpu, ' ms')}/request" if cpu is not None else ""
     return (
-        f"over {LABELS[over].removeprefix('service, ')}, median of {len(rounds)} alternating "
+        f"over {LABELS[over].removeprefix('service, ')}, median of {len(rounds)} rotating "
         f"rounds: p50 {_signed(ledger_added_ms(level, name, 'p50'))}, "
         f"p99 {_signed(ledger_added_ms(level, name, 'p99'))}, "
         f"throughput {ledger_throughput_percent(level, name):.1f} %{cpu_text} "

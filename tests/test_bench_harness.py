@@ -631,10 +631,10 @@ def test_ledger_rows_and_its_section_replaced_alone() -> None:
     )
     assert ledger_rows[2][2:4] == (
         "p50 2.10 / p99 4.20 ms · 480 req/s · 1.10 ms CPU/request",
-        "over LEDGER=off, median of 3 alternating rounds: p50 +0.10 ms, p99 +0.20 ms, "
+        "over LEDGER=off, median of 3 rotating rounds: p50 +0.10 ms, p99 +0.20 ms, "
         "throughput 96.0 %, CPU +0.10 ms/request (p50 by round: +0.10 ms / +0.50 ms / −0.20 ms)",
     )
-    assert ledger_rows[4][3].startswith("over ledger on SQLite, median of 3 alternating rounds")
+    assert ledger_rows[4][3].startswith("over ledger on SQLite, median of 3 rotating rounds")
     assert ledger_rows[11][2:4] == (
         "8990 rows",
         "9000 requests answered (the service's sfproxy_requests_total); wrk counted 8950 (it "
