@@ -28,6 +28,7 @@ from .report import (
     ledger_checks,
     ledger_cpu_added_ms,
     ledger_throughput_percent,
+    median,
 )
 from .sections import replace_marked
 
@@ -149,6 +150,33 @@ def ledger_rows(scenario: Mapping[str, Any]) -> list[Row]:
     return table
 
 
+def _cpu_sentence(scenario: Mapping[str, Any]) -> str:
+    """The ledger's CPU per request at c=64, where it shows best, and the writer's per record."""
+    level = next(level for level in scenario["levels"] if level["concurrency"] == 64)
+    off = median_cpu_ms(level, "service_off")
+    added = []
+    for name, engine in LEDGER_ENGINES.items():
+        cpu = ledger_cpu_added_ms(level, name)
+        if cpu is not None:
+            added.append(f"{engine} {_signed(cpu)}")
+    text = (
+        f"CPU per request at c=64 over `LEDGER=off` ({off:.2f} ms): {', '.join(added)}, "
+        "median of the rounds."
+    )
+    insert = scenario.get("insert_cpu_us")
+    if insert:
+        writer = ", ".join(
+            f"{engine} {cost['writer']:.0f} µs" for engine, cost in insert["engines"].items()
+        )
+        text += f" The writer's own CPU per record, measured in-process: {writer}."
+    return text
+
+
+def median_cpu_ms(level: Mapping[str, Any], name: str) -> float:
+    rounds = level.get("rounds") or [level["runs"]]
+    return median([float(turn[name].get("cpu_ms_per_request") or 0.0) for turn in rounds])
+
+
 def section(results: Mapping[str, Any], table: str) -> str:
     """The page's ledger section for a run, between markers so that it can be replaced alone."""
     machine = results["machine"]
@@ -188,6 +216,8 @@ def section(results: Mapping[str, Any], table: str) -> str:
             f"tenants){', quick mode' if results.get('quick') else ''}.",
             "",
             f"**{verdict}.**",
+            "",
+            _cpu_sentence(scenario),
             "",
             table,
             "",
