@@ -12,15 +12,15 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from . import key_pool, litellm
+from . import key_pool, ledger, litellm
 from .context import Context
-from .docs import write_docs, write_key_pool_section
+from .docs import write_docs, write_key_pool_section, write_ledger_section
 from .machine import REPO, machine, versions
 from .plot import plot_added_latency
 from .processes import Pinning, raise_open_file_limit, start_fake
@@ -84,8 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
         plot = args.from_json.parent / "added-latency.png"
-        if list(results["scenarios"]) == [key_pool.SCENARIO]:
-            return _key_pool_alone(results, args.write_docs)
+        alone = list(results["scenarios"])
+        if len(alone) == 1 and alone[0] in _ALONE:
+            return _alone(results, alone[0], args.write_docs)
     else:
         if any("=" not in item for item in args.service_env):
             print("bench: --service-env takes NAME=VALUE", file=sys.stderr)
@@ -101,10 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "python -m bench" + (f" {shlex.join(argv)}" if argv else _argv_suffix())
         results = asyncio.run(run(names, args, command))
         args.out.mkdir(parents=True, exist_ok=True)
-        if key_pool.SCENARIO in names:
-            (args.out / key_pool.RESULTS.name).write_text(json.dumps(results, indent=2) + "\n")
-        if names == [key_pool.SCENARIO]:
-            return _key_pool_alone(results, args.write_docs)
+        for name, (saved, _) in _ALONE.items():
+            if name in names:
+                (args.out / saved.name).write_text(json.dumps(results, indent=2) + "\n")
+        if len(names) == 1 and names[0] in _ALONE:
+            return _alone(results, names[0], args.write_docs)
         (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
         plot = plot_added_latency(results, args.out / "added-latency.png") or (
             args.out / "added-latency.png"
@@ -119,15 +121,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _key_pool_alone(results: dict[str, Any], write: bool) -> int:
-    """Measured alone, the pool keeps its own figures and section: the full run's latest.json
-    and the rest of the page are left as they are."""
+# Scenarios with a results file and a section of their own: measured alone, each keeps them,
+# and the full run's latest.json and the rest of the page are left as they are.
+_ALONE: dict[str, tuple[Path, Callable[[dict[str, Any], Path], Path]]] = {
+    key_pool.SCENARIO: (key_pool.RESULTS, write_key_pool_section),
+    ledger.SCENARIO: (ledger.RESULTS, write_ledger_section),
+}
+
+
+def _alone(results: dict[str, Any], name: str, write: bool) -> int:
     print()
     print(markdown_table(rows(results)))
     print()
     print(summary(results))
     if write:
-        print(f"bench: wrote {write_key_pool_section(results, DOCS)}")
+        print(f"bench: wrote {_ALONE[name][1](results, DOCS)}")
     return 0
 
 

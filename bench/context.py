@@ -35,6 +35,10 @@ PROMPT = "a lighthouse at dusk"
 SEED = 42
 # Long enough for any single request in any scenario, short enough to fail a hung run.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)
+# Stores: "off" passes SiliconFlow's URLs through (what LiteLLM does, so equal work); "local",
+# the default, downloads and keeps every image.
+STORE_OFF = {"IMAGE_STORE": "off"}
+STORE_LOCAL = {"IMAGE_STORE": "local"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,3 +190,38 @@ async def poll_healthz(
         latencies.append(elapsed)
         await asyncio.sleep(max(0.0, interval - elapsed))
     return latencies
+
+
+def service_body(**extra: Any) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "n": 1,
+        "response_format": "url",
+        "seed": SEED,
+        **extra,
+    }
+
+
+async def direct_target(ctx: Context, through: Target) -> Target:
+    """The fake called directly with exactly the body the service sent it for `through`."""
+    await ctx.check_images(through)
+    body = await ctx.control.last_request_body(GENERATIONS)
+    return Target(ctx.fake.url + GENERATIONS, body, UPSTREAM_AUTH)
+
+
+def per_request_ms(cpu_seconds: float, result: WrkResult) -> float | None:
+    return cpu_seconds * 1000 / result.requests if result.requests else None
+
+
+def brief(run: dict[str, Any]) -> str:
+    cpu = run.get("cpu_ms_per_request")
+    return (
+        f"p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms  {run['rps']:.0f} req/s"
+        f"  errors {sum(run['errors'].values())}"
+        + (f"  {cpu:.2f} ms CPU/request" if cpu is not None else "")
+    )
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import key_pool
+from . import key_pool, ledger
 from .formats import saved_section
 from .report import Check, checks, summary
 from .table import markdown_table, rows
@@ -78,6 +78,8 @@ python -m bench --scenarios latency,held
 python -m bench --write-docs            # run, then rewrite this page from the results
 python -m bench --from-json bench/results/latest.json --write-docs   # rewrite only
 python -m bench.formats --write-docs    # only the output-format figures (seconds, no servers)
+python -m bench --scenarios key_pool --no-litellm --write-docs   # only the key pool's section
+python -m bench --scenarios ledger --no-litellm --write-docs     # only the ledger's section
 ```
 
 Results go to `bench/results/latest.json` (every raw figure) and
@@ -177,6 +179,7 @@ def render(
     baseline: Mapping[str, Any] | None = None,
     formats: str | None = None,
     saved_pool: Mapping[str, Any] | None = None,
+    saved_ledger: Mapping[str, Any] | None = None,
 ) -> str:
     machine = results["machine"]
     parts = [
@@ -205,6 +208,10 @@ def render(
     pool = key_pool_section(results, saved_pool)
     if pool is not None:
         parts += [pool, ""]
+    # Then the ledger's, where `--scenarios ledger --write-docs` appends it.
+    records = ledger_section(results, saved_ledger)
+    if records is not None:
+        parts += [records, ""]
     return "\n".join(parts)
 
 
@@ -231,6 +238,29 @@ def write_key_pool_section(results: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
+def ledger_section(
+    results: Mapping[str, Any], saved: Mapping[str, Any] | None = None
+) -> str | None:
+    """Issue 12's section: from this run when it measured the ledger, else from `saved`
+    (`python -m bench --scenarios ledger` keeps it in bench/results/ledger.json)."""
+    if ledger.SCENARIO not in results.get("scenarios", {}):
+        if saved is None:
+            return None
+        results = saved
+    alone = {**results, "scenarios": {ledger.SCENARIO: results["scenarios"][ledger.SCENARIO]}}
+    return ledger.section(alone, markdown_table(rows(alone)))
+
+
+def write_ledger_section(results: Mapping[str, Any], path: Path) -> Path:
+    """Only the ledger section replaced; the rest of the page stays byte for byte."""
+    section = ledger_section(results)
+    if section is None:
+        raise ValueError("the run has no ledger scenario")
+    page = path.read_text() if path.exists() else ""
+    path.write_text(ledger.replace_section(page, section))
+    return path
+
+
 def write_docs(
     results: Mapping[str, Any],
     path: Path,
@@ -241,7 +271,16 @@ def write_docs(
     if plot is not None and plot.exists():
         relative = _relative(plot, path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results, relative, baseline, saved_section(), key_pool.saved_results()))
+    path.write_text(
+        render(
+            results,
+            relative,
+            baseline,
+            saved_section(),
+            key_pool.saved_results(),
+            ledger.saved_results(),
+        )
+    )
     return path
 
 

@@ -170,8 +170,8 @@ def section(results: Mapping[str, Any], table: str) -> str:
             "throughput, see above), so it moves by milliseconds between runs on a shared "
             "machine: read it against the single key's own p99 over the rounds (in its row), "
             "and compare CPU per request too. Run it alone: "
-            "`python -m bench --scenarios key_pool --no-litellm --write-docs` (about half a "
-            "minute); it replaces only this section and keeps its figures in "
+            "`python -m bench --scenarios key_pool --no-litellm --write-docs` (about two and "
+            "a half minutes); it replaces only this section and keeps its figures in "
             "`bench/results/key-pool.json`.",
             END,
         ]

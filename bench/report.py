@@ -27,6 +27,18 @@ KEY_CHOICE_P50_C1_MS = 0.5
 KEY_CHOICE_P99_C64_MS = 5.0
 # CPU of one choose + release with the pool, measured directly (bench/key_choice.py).
 KEY_CHOICE_CPU_US = 50.0
+# Issue 12: "at most +0.2 ms added p50 at concurrency 1, and at most 10% of throughput at
+# concurrency 64, for SQLite and for PostgreSQL", over the same service with LEDGER=off.
+LEDGER_P50_C1_MS = 0.2
+LEDGER_THROUGHPUT_C64_PERCENT = 90.0
+# The ledger's services and what each is compared with: the engines with LEDGER=off, the
+# database key with the ledger on SQLite without a key (the same database and ledger).
+LEDGER_ENGINES = {"service_sqlite": "SQLite", "service_postgresql": "PostgreSQL"}
+LEDGER_OVER = {
+    "service_sqlite": "service_off",
+    "service_postgresql": "service_off",
+    "service_sqlite_key": "service_sqlite",
+}
 # How far a keepalive may stray from its schedule and still be "on schedule".
 KEEPALIVE_TOLERANCE_S = 0.05
 # Below this an added latency is noise; ratios against it would be meaningless.
@@ -178,6 +190,73 @@ def key_pool_checks(scenario: Mapping[str, Any]) -> list[Check]:
     return found
 
 
+def _rounds(level: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    rounds: list[Mapping[str, Any]] = level.get("rounds") or [level["runs"]]
+    return rounds
+
+
+def ledger_added_ms(level: Mapping[str, Any], name: str, percentile: str) -> float:
+    """`name`'s percentile minus that of what it is compared with: the median over the rounds."""
+    over = LEDGER_OVER[name]
+    return median([added_ms(runs[name], runs[over], percentile) for runs in _rounds(level)])
+
+
+def ledger_throughput_percent(level: Mapping[str, Any], name: str) -> float:
+    """`name`'s requests per second as a percentage of its comparison's, median of the rounds."""
+    over = LEDGER_OVER[name]
+    return median([100 * runs[name]["rps"] / runs[over]["rps"] for runs in _rounds(level)])
+
+
+def ledger_cpu_added_ms(level: Mapping[str, Any], name: str) -> float | None:
+    """CPU per request over the comparison's, median of the rounds (None if not measured)."""
+    over = LEDGER_OVER[name]
+    pairs = [
+        (runs[name].get("cpu_ms_per_request"), runs[over].get("cpu_ms_per_request"))
+        for runs in _rounds(level)
+    ]
+    if any(mine is None or theirs is None for mine, theirs in pairs):
+        return None
+    return median([mine - theirs for mine, theirs in pairs])
+
+
+def ledger_checks(scenario: Mapping[str, Any]) -> list[Check]:
+    """Issue 12, per engine: added p50 at c=1 and throughput kept at c=64 over LEDGER=off, and
+    a ledger holding one record per request the service answered."""
+    found: list[Check] = []
+    for name, engine in LEDGER_ENGINES.items():
+        for level in scenario.get("levels", []):
+            if level["concurrency"] == 1:
+                added = ledger_added_ms(level, name, "p50")
+                found.append(
+                    Check(
+                        "12", f"ledger's added p50 at c=1, {engine}", added, LEDGER_P50_C1_MS, " ms"
+                    )
+                )
+            elif level["concurrency"] == 64:
+                found.append(
+                    Check(
+                        "12",
+                        f"throughput at c=64 with the ledger on {engine}, of LEDGER=off",
+                        ledger_throughput_percent(level, name),
+                        LEDGER_THROUGHPUT_C64_PERCENT,
+                        " %",
+                        at_least=True,
+                    )
+                )
+        records = scenario.get("records", {}).get(name)
+        if records is not None:
+            found.append(
+                Check(
+                    "12",
+                    f"ledger records ≠ requests answered, {engine}",
+                    abs(records["rows"] - records["answered"]),
+                    0,
+                    "",
+                )
+            )
+    return found
+
+
 def fan_out_ratio(scenario: Mapping[str, Any]) -> float:
     return median(scenario["fan_out_s"]) / median(scenario["single_s"])
 
@@ -303,6 +382,8 @@ def checks(results: Mapping[str, Any]) -> list[Check]:
         )
     if "key_pool" in scenarios:
         found += key_pool_checks(scenarios["key_pool"])
+    if "ledger" in scenarios:
+        found += ledger_checks(scenarios["ledger"])
     if "startup" in scenarios:
         found.append(
             Check(

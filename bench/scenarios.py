@@ -1,5 +1,5 @@
-"""The six scenarios of issue 5, and issue 11's key pool. Each returns plain JSON data;
-`report.py` judges it.
+"""The six scenarios of issue 5, issue 11's key pool, and (from `ledger_scenario.py`) issue 12's
+ledger. Each returns plain JSON data; `report.py` judges it.
 
 Every gateway figure is taken beside the direct call to the same fake in the same run, since the
 machines are shared and noisy: what counts is the difference and the ratio, not the absolute.
@@ -22,14 +22,22 @@ from .context import (
     OPENAI_GENERATIONS,
     PROMPT,
     SEED,
+    STORE_LOCAL,
+    STORE_OFF,
     UPSTREAM_AUTH,
     Context,
     Target,
+    bearer,
+    brief,
+    direct_target,
     image_items,
+    per_request_ms,
     poll_healthz,
+    service_body,
 )
 from .dependencies import dependencies
 from .key_choice import choice_cost_us
+from .ledger_scenario import ledger
 from .metrics import (
     event_loop_lag_max_ms,
     lag_max_from_prometheus,
@@ -44,32 +52,8 @@ from .processes import (
     spawn,
     wait_ready,
 )
-from .wrk import WrkResult
 
 Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
-
-# Stores: "off" passes SiliconFlow's URLs through (what LiteLLM does, so equal work); "local",
-# the default, downloads and keeps every image.
-STORE_OFF = {"IMAGE_STORE": "off"}
-STORE_LOCAL = {"IMAGE_STORE": "local"}
-
-
-def _service_body(**extra: Any) -> dict[str, Any]:
-    return {
-        "model": MODEL,
-        "prompt": PROMPT,
-        "n": 1,
-        "response_format": "url",
-        "seed": SEED,
-        **extra,
-    }
-
-
-async def _direct_target(ctx: Context, through: Target) -> Target:
-    """The fake called directly with exactly the body the service sent it for `through`."""
-    await ctx.check_images(through)
-    body = await ctx.control.last_request_body(GENERATIONS)
-    return Target(ctx.fake.url + GENERATIONS, body, UPSTREAM_AUTH)
 
 
 async def added_latency(ctx: Context) -> dict[str, Any]:
@@ -80,10 +64,10 @@ async def added_latency(ctx: Context) -> dict[str, Any]:
     targets: dict[str, Target] = {}
     # Whose CPU time each run is charged to.
     servers = {"direct": ctx.fake, "service": off, "service_local": local}
-    service = Target(off.url + GENERATIONS, _service_body())
-    targets["direct"] = await _direct_target(ctx, service)
+    service = Target(off.url + GENERATIONS, service_body())
+    targets["direct"] = await direct_target(ctx, service)
     targets["service"] = service
-    targets["service_local"] = Target(local.url + GENERATIONS, _service_body())
+    targets["service_local"] = Target(local.url + GENERATIONS, service_body())
     if ctx.with_litellm:
         gateway = await ctx.litellm()
         through_litellm = Target(
@@ -110,8 +94,8 @@ async def added_latency(ctx: Context) -> dict[str, Any]:
             cpu_before = servers[name].cpu_seconds()
             result = await ctx.load(target, concurrency=concurrency, seconds=seconds)
             cpu = servers[name].cpu_seconds() - cpu_before
-            runs[name] = {**result.to_json(), "cpu_ms_per_request": _per_request_ms(cpu, result)}
-            print(f"bench:   c={concurrency:<4} {name:<14} {_brief(runs[name])}", flush=True)
+            runs[name] = {**result.to_json(), "cpu_ms_per_request": per_request_ms(cpu, result)}
+            print(f"bench:   c={concurrency:<4} {name:<14} {brief(runs[name])}", flush=True)
         levels.append({"concurrency": concurrency, "runs": runs})
     if "litellm" in ctx.servers:
         # Idle, it would still share the gateway CPU with the service in later scenarios.
@@ -124,27 +108,14 @@ async def added_latency(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _per_request_ms(cpu_seconds: float, result: WrkResult) -> float | None:
-    return cpu_seconds * 1000 / result.requests if result.requests else None
-
-
-def _brief(run: dict[str, Any]) -> str:
-    cpu = run.get("cpu_ms_per_request")
-    return (
-        f"p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms  {run['rps']:.0f} req/s"
-        f"  errors {sum(run['errors'].values())}"
-        + (f"  {cpu:.2f} ms CPU/request" if cpu is not None else "")
-    )
-
-
 async def fan_out(ctx: Context) -> dict[str, Any]:
     """Scenario 2: n=4 against n=1 through the service, with a 1 s upstream."""
     service = await ctx.service("service_local", **STORE_LOCAL)
-    single = Target(service.url + GENERATIONS, _service_body(seed=7))
-    four = Target(service.url + GENERATIONS, _service_body(seed=7, n=4))
+    single = Target(service.url + GENERATIONS, service_body(seed=7))
+    four = Target(service.url + GENERATIONS, service_body(seed=7, n=4))
     # Warm with an instant upstream: renders and connections are then ready, at no wall time.
     await ctx.control.configure(latency=0.0)
-    direct = await _direct_target(ctx, single)
+    direct = await direct_target(ctx, single)
     await ctx.check_images(four, count=4)
     await ctx.control.configure(latency=1.0)
     runs = 2 if ctx.quick else 3
@@ -231,9 +202,9 @@ async def held_load(ctx: Context) -> dict[str, Any]:
     """
     connections, latency = 2000, 5.0
     service = await ctx.fresh_service("service_held", **STORE_LOCAL)
-    through = Target(service.url + GENERATIONS, _service_body())
+    through = Target(service.url + GENERATIONS, service_body())
     await ctx.control.configure(latency=0.0)
-    direct = await _direct_target(ctx, through)
+    direct = await direct_target(ctx, through)
     await ctx.control.configure(latency=latency)
     held_seconds = 12.0 if ctx.quick else 15.0
     result: dict[str, Any] = {
@@ -254,7 +225,7 @@ async def held_load(ctx: Context) -> dict[str, Any]:
     if not ctx.quick:
         # Without the download and the write of each image (no target: the default keeps them).
         passthrough = await ctx.fresh_service("service_held_off", **STORE_OFF)
-        target = Target(passthrough.url + GENERATIONS, _service_body())
+        target = Target(passthrough.url + GENERATIONS, service_body())
         result["service_off"] = await _held_run(
             ctx, "service off", target, connections, held_seconds, latency
         )
@@ -288,7 +259,7 @@ async def _held_run(
     )
     stats = await ctx.control.stats()
     measured = {**run.to_json(), "upstream_peak_in_flight": stats["peak_in_flight"]}
-    print(f"bench:   held {label:<14} {_brief(measured)}", flush=True)
+    print(f"bench:   held {label:<14} {brief(measured)}", flush=True)
     return measured
 
 
@@ -301,10 +272,10 @@ async def large_images(ctx: Context) -> dict[str, Any]:
         "service": await ctx.fresh_service("service_large", **STORE_OFF),
     }
     targets = {
-        name: Target(server.url + GENERATIONS, _service_body(response_format="b64_json", seed=11))
+        name: Target(server.url + GENERATIONS, service_body(response_format="b64_json", seed=11))
         for name, server in services.items()
     }
-    generate = await _direct_target(ctx, targets["service_local"])
+    generate = await direct_target(ctx, targets["service_local"])
     for target in targets.values():
         answer = await ctx.check_images(target)
         if len(base64.b64decode(image_items(answer)[0]["b64_json"])) < image_bytes:
@@ -395,7 +366,7 @@ async def key_pool(ctx: Context) -> dict[str, Any]:
         for key in pool_keys:
             # The fake must take every pool key on the path measured, or the pool would be
             # measured answering errors.
-            probe = Target(ctx.fake.url + GENERATIONS, _service_body(), _bearer(key))
+            probe = Target(ctx.fake.url + GENERATIONS, service_body(), bearer(key))
             await ctx.check_images(probe)
         single = await ctx.fresh_service("key_single", **STORE_OFF)
         pool = await ctx.fresh_service(
@@ -406,9 +377,9 @@ async def key_pool(ctx: Context) -> dict[str, Any]:
         )
         servers = {"direct": ctx.fake, "service": single, "service_pool": pool}
         targets = {
-            "direct": await _direct_target(ctx, Target(single.url + GENERATIONS, _service_body())),
-            "service": Target(single.url + GENERATIONS, _service_body()),
-            "service_pool": Target(pool.url + GENERATIONS, _service_body()),
+            "direct": await direct_target(ctx, Target(single.url + GENERATIONS, service_body())),
+            "service": Target(single.url + GENERATIONS, service_body()),
+            "service_pool": Target(pool.url + GENERATIONS, service_body()),
         }
         for target in targets.values():
             await ctx.check_images(target)
@@ -429,11 +400,9 @@ async def key_pool(ctx: Context) -> dict[str, Any]:
                     cpu = servers[name].cpu_seconds() - cpu_before
                     runs[name] = {
                         **result.to_json(),
-                        "cpu_ms_per_request": _per_request_ms(cpu, result),
+                        "cpu_ms_per_request": per_request_ms(cpu, result),
                     }
-                    print(
-                        f"bench:   c={concurrency:<4} {name:<14} {_brief(runs[name])}", flush=True
-                    )
+                    print(f"bench:   c={concurrency:<4} {name:<14} {brief(runs[name])}", flush=True)
                 measured.append(runs)
             direct, *turns = measured
             levels.append(
@@ -456,10 +425,6 @@ async def key_pool(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 SCENARIOS: dict[str, Scenario] = {
     "latency": added_latency,
     "fanout": fan_out,
@@ -469,4 +434,5 @@ SCENARIOS: dict[str, Scenario] = {
     "startup": startup,
     "deps": dependencies,
     "key_pool": key_pool,
+    "ledger": ledger,
 }

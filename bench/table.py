@@ -8,6 +8,7 @@ from typing import Any
 
 from .dependencies import dependency_rows
 from .key_pool import key_pool_rows
+from .ledger import ledger_rows
 from .report import (
     BASELINE,
     GATEWAY_LABELS,
@@ -164,6 +165,8 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
         table += dependency_rows(scenarios["deps"])
     if "key_pool" in scenarios:
         table += key_pool_rows(scenarios["key_pool"])
+    if "ledger" in scenarios:
+        table += ledger_rows(scenarios["ledger"])
     if "startup" in scenarios:
         start = scenarios["startup"]
         check = found[("6", "start to first /healthz 200 (median)")]

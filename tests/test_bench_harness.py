@@ -484,3 +484,190 @@ def test_key_pool_rows_and_its_section_replaced_alone() -> None:
     full = render(results(), None, None, "FORMATS", saved_pool=measured)
     assert full.endswith(f"FORMATS\n\n{section}\n")
     assert key_pool.START not in render(results(), None)
+
+
+def ledger_scenario() -> dict[str, Any]:
+    def level(concurrency: int, rounds: list[dict[str, tuple[float, float]]]) -> dict[str, Any]:
+        # Each service's (p50, rps) per round; CPU 1 ms per request plus 0.1 with a ledger.
+        turns = [
+            {
+                name: {
+                    **run(p50, p50 * 2, rps),
+                    "cpu_ms_per_request": 1.0 if name == "service_off" else 1.1,
+                }
+                for name, (p50, rps) in figures.items()
+            }
+            for figures in rounds
+        ]
+        return {
+            "concurrency": concurrency,
+            "runs": {"direct": run(0.2, 0.4, 5000.0), **turns[0]},
+            "rounds": turns,
+        }
+
+    def figures(
+        off: tuple[float, float],
+        sqlite: tuple[float, float],
+        postgresql: tuple[float, float],
+        key: tuple[float, float],
+    ) -> dict[str, tuple[float, float]]:
+        return {
+            "service_off": off,
+            "service_sqlite": sqlite,
+            "service_postgresql": postgresql,
+            "service_sqlite_key": key,
+        }
+
+    return {
+        "seconds_per_run": 5.0,
+        "rounds": 3,
+        "postgresql": "postgres (PostgreSQL) 15.10",
+        "levels": [
+            # SQLite over off at p50: +0.1, +0.5, −0.2 -> +0.1 ms; PostgreSQL +0.3 each round.
+            level(
+                1,
+                [
+                    figures((2.0, 500), (2.1, 480), (2.3, 470), (2.2, 470)),
+                    figures((2.0, 500), (2.5, 480), (2.3, 470), (2.6, 470)),
+                    figures((2.4, 450), (2.2, 480), (2.7, 470), (2.2, 470)),
+                ],
+            ),
+            # Throughput of off's: SQLite 95, 80, 92 % -> 92 %; PostgreSQL 85, 88, 99 -> 88 %.
+            level(
+                64,
+                [
+                    figures((60.0, 1000), (62.0, 950), (64.0, 850), (61.0, 950)),
+                    figures((60.0, 1000), (70.0, 800), (64.0, 880), (61.0, 800)),
+                    figures((60.0, 1000), (61.0, 920), (64.0, 990), (61.0, 920)),
+                ],
+            ),
+        ],
+        "records": {
+            "service_sqlite": {"rows": 9000, "answered": 9000, "wrk_answered": 8930},
+            "service_postgresql": {"rows": 8990, "answered": 9000, "wrk_answered": 8950},
+            "service_sqlite_key": {"rows": 8000, "answered": 8000, "wrk_answered": 7990},
+        },
+        "insert_cpu_us": {
+            "batch": 500,
+            "repeats": 5,
+            "engines": {
+                "SQLite": {"writer": 58.1, "multi_row_values": 331.7},
+                "PostgreSQL": {"writer": 61.0, "multi_row_values": 360.2},
+            },
+        },
+    }
+
+
+def test_the_ledger_is_judged_per_engine_on_the_median_of_rotating_rounds() -> None:
+    found = by_name(report.ledger_checks(ledger_scenario()))
+    assert list(found) == [
+        "ledger's added p50 at c=1, SQLite",
+        "throughput at c=64 with the ledger on SQLite, of LEDGER=off",
+        "ledger records ≠ requests answered, SQLite",
+        "ledger's added p50 at c=1, PostgreSQL",
+        "throughput at c=64 with the ledger on PostgreSQL, of LEDGER=off",
+        "ledger records ≠ requests answered, PostgreSQL",
+    ]
+    sqlite_p50 = found["ledger's added p50 at c=1, SQLite"]
+    assert (sqlite_p50.measured, sqlite_p50.target, sqlite_p50.mark) == (
+        pytest.approx(0.1),
+        "≤ 0.2 ms",
+        "PASS",
+    )
+    postgres_p50 = found["ledger's added p50 at c=1, PostgreSQL"]
+    assert (postgres_p50.measured, postgres_p50.mark) == (pytest.approx(0.3), "FAIL")
+    sqlite_rps = found["throughput at c=64 with the ledger on SQLite, of LEDGER=off"]
+    assert (sqlite_rps.measured, sqlite_rps.target, sqlite_rps.mark) == (
+        pytest.approx(92.0),
+        "≥ 90 %",
+        "PASS",
+    )
+    postgres_rps = found["throughput at c=64 with the ledger on PostgreSQL, of LEDGER=off"]
+    assert (postgres_rps.measured, postgres_rps.mark) == (pytest.approx(88.0), "FAIL")
+    # 10 answered requests without a record: a ledger that lost them is not a working one.
+    assert found["ledger records ≠ requests answered, SQLite"].mark == "PASS"
+    missing = found["ledger records ≠ requests answered, PostgreSQL"]
+    assert (missing.measured, missing.mark) == (10, "FAIL")
+    # The database key is compared with the ledger on SQLite without a key, not judged.
+    level = ledger_scenario()["levels"][0]
+    assert report.ledger_added_ms(level, "service_sqlite_key", "p50") == pytest.approx(0.1)
+    assert report.ledger_cpu_added_ms(
+        level,
+        "service_sqlite",
+    ) == pytest.approx(0.1)
+    assert report.ledger_cpu_added_ms(level, "service_sqlite_key") == pytest.approx(0.0)
+
+
+def test_ledger_rows_and_its_section_replaced_alone() -> None:
+    from bench import ledger
+    from bench.docs import ledger_section, render
+
+    measured = results(ledger=ledger_scenario())
+    ledger_rows = [row for row in table.rows(measured) if row[0] == "12"]
+    assert [row[1] for row in ledger_rows] == [
+        "c=1 direct to the fake",
+        "c=1 service, LEDGER=off",
+        "c=1 service, ledger on SQLite",
+        "c=1 service, ledger on PostgreSQL",
+        "c=1 service, ledger on SQLite, database client key",
+        "c=64 direct to the fake",
+        "c=64 service, LEDGER=off",
+        "c=64 service, ledger on SQLite",
+        "c=64 service, ledger on PostgreSQL",
+        "c=64 service, ledger on SQLite, database client key",
+        "records in the ledger, SQLite",
+        "records in the ledger, PostgreSQL",
+        "records in the ledger, SQLite, database client key",
+        "CPU per ledger record written, in-process (µs)",
+        "ledger's added p50 at c=1, SQLite",
+        "throughput at c=64 with the ledger on SQLite, of LEDGER=off",
+        "ledger records ≠ requests answered, SQLite",
+        "ledger's added p50 at c=1, PostgreSQL",
+        "throughput at c=64 with the ledger on PostgreSQL, of LEDGER=off",
+        "ledger records ≠ requests answered, PostgreSQL",
+    ]
+    assert ledger_rows[1][3] == (
+        "over direct: p50 +1.80 ms, p99 +3.60 ms; its own p50 over the rounds 2.00–2.40 ms"
+    )
+    assert ledger_rows[2][2:4] == (
+        "p50 2.10 / p99 4.20 ms · 480 req/s · 1.10 ms CPU/request",
+        "over LEDGER=off, median of 3 rotating rounds: p50 +0.10 ms, p99 +0.20 ms, "
+        "throughput 96.0 %, CPU +0.10 ms/request (p50 by round: +0.10 ms / +0.50 ms / −0.20 ms)",
+    )
+    assert ledger_rows[4][3].startswith("over ledger on SQLite, median of 3 rotating rounds")
+    assert ledger_rows[11][2:4] == (
+        "8990 rows",
+        "9000 requests answered (the service's sfproxy_requests_total); wrk counted 8950 (it "
+        "stops with requests in flight)",
+    )
+    assert ledger_rows[13][2] == (
+        "SQLite: writer 58, multi-row VALUES 332 · PostgreSQL: writer 61, multi-row VALUES 360"
+    )
+    assert ledger_rows[13][3].endswith("a request costs ~1.00 ms CPU")
+    assert ledger_rows[14][2:] == ("+0.10 ms", "ledger on − LEDGER=off", "≤ 0.2 ms", "PASS")
+    assert ledger_rows[18][2:] == ("88.0 %", "ledger on − LEDGER=off", "≥ 90 %", "FAIL")
+    assert ledger_rows[19][2:] == ("10", "rows − answered", "≤ 0", "FAIL")
+
+    section = ledger_section(measured)
+    assert section is not None
+    assert section.startswith(ledger.START) and section.endswith(ledger.END)
+    assert "## Usage ledger (issue 12)" in section
+    assert "PostgreSQL (postgres (PostgreSQL) 15.10, started" in section
+    assert "3 turns each" in section
+    assert (
+        "CPU per request at c=64 over `LEDGER=off` (1.00 ms): SQLite +0.10 ms, PostgreSQL "
+        "+0.10 ms, median of the rounds. The writer's own CPU per record, measured in-process: "
+        "SQLite 58 µs, PostgreSQL 61 µs." in section
+    )
+    page = f"# Benchmarks\n\nbefore\n\n{ledger.START}\nold figures\n{ledger.END}\n\nafter\n"
+    assert (
+        ledger.replace_section(page, section) == f"# Benchmarks\n\nbefore\n\n{section}\n\nafter\n"
+    )
+    assert ledger.replace_section("# B\n", section) == f"# B\n\n{section}\n"
+    # A full run without the ledger keeps the last saved one, after the key pool's section.
+    pool = results(key_pool=key_pool_scenario())
+    full = render(results(), None, None, "FORMATS", saved_pool=pool, saved_ledger=measured)
+    assert full.endswith(f"{ledger.END}\n") and full.index("bench.key_pool: end") < full.index(
+        ledger.START
+    )
+    assert ledger.START not in render(results(), None)

@@ -469,3 +469,21 @@ def test_the_fake_bills_each_model_at_its_price_over_http(fake: FakeSiliconFlow)
     assert (billing["currency"], billing["total"]) == ("CNY", "0.5")
     assert billing["models"] == {QWEN: {"images": 1, "amount": "0.5"}}
     assert billing["unpriced"] == {KOLORS: 2}
+
+
+def test_ledger_off_writes_no_record_and_still_counts_the_spend(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'sfproxy.db'}"
+    proxy = launch(fake, tmp_path, DATABASE_URL=database_url, LEDGER="off")
+    try:
+        with openai.OpenAI(base_url=proxy.api_base, api_key="unused", max_retries=0) as sdk:
+            assert generate(sdk, "off-1") == 1
+            assert generate(sdk, "off-2", n=2) == 2
+        prefix = '{currency="CNY",model="Qwen/Qwen-Image"}'
+        assert metric(proxy, "sfproxy_charged_total" + prefix) == pytest.approx(0.9)
+        assert httpx.get(proxy.url + "/readyz").json()["checks"]["ledger"] == "off"
+    finally:
+        # A writer that was on writes everything it holds at SIGTERM: after it, none can follow.
+        proxy.stop()
+    assert sqlite_rows(database_url) == 0

@@ -6,7 +6,7 @@ client received; both NULL when the model's price is unknown) and hands it to th
 `LedgerWriter`, which keeps it in a bounded in-memory buffer. Nothing on a request's path
 awaits the database.
 
-The writer inserts the buffer in batches (one multi-row INSERT each) every `FLUSH_SECONDS`, or
+The writer inserts the buffer in batches (one transaction each) every `FLUSH_SECONDS`, or
 sooner when a batch fills, so a `kill -9` loses at most about that second of records. At
 shutdown (SIGTERM) it writes everything left, for at most `SHUTDOWN_FLUSH_SECONDS`, and logs
 each record it could not write. While the database is unreachable, records wait and are
@@ -42,7 +42,7 @@ from .prices import Prices
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
-# Rows per INSERT: well under SQLite's and PostgreSQL's limits on bound parameters (17 a row).
+# Rows per transaction: a few of them a second at most, and a failed one is retried whole.
 BATCH_RECORDS = 500
 # A write that takes longer is treated as failed; longer than SQLite's busy_timeout (engine.py),
 # so that a database locked by another writer fails as locked, not as timed out.
@@ -87,7 +87,7 @@ def ledger_client(client: Client) -> str:
 class Ledger:
     """Turns settled requests into priced records, counts the spend, and queues the records."""
 
-    def __init__(self, writer: LedgerWriter, prices: Prices, metrics: Metrics) -> None:
+    def __init__(self, writer: LedgerWriter | LedgerOff, prices: Prices, metrics: Metrics) -> None:
         self.writer = writer
         self.prices = prices
         self.metrics = metrics
@@ -135,6 +135,23 @@ class Ledger:
 
 def _finished_well(work: asyncio.Future[Any]) -> bool:
     return work.done() and not work.cancelled() and work.exception() is None
+
+
+class LedgerOff:
+    """The writer with `LEDGER=off`: records are priced and counted in the spend metrics as
+    usual, then dropped; nothing touches the database."""
+
+    status = "off"
+    waiting = 0
+
+    def add(self, record: LedgerRecord) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
 
 
 class LedgerWriter:
@@ -264,7 +281,11 @@ class LedgerWriter:
             try:
                 async with asyncio.timeout(WRITE_TIMEOUT):
                     async with self.engine.begin() as connection:
-                        await connection.execute(ledger.insert().values([r.row() for r in batch]))
+                        # One cached statement, executed for many rows (the driver's
+                        # executemany): a multi-row `.values([...])` is compiled afresh for
+                        # every batch, about 6× the CPU per record (docs/benchmarks.md, the
+                        # ledger's section).
+                        await connection.execute(ledger.insert(), [r.row() for r in batch])
             except Exception as exc:
                 self._failed(exc)
                 return False

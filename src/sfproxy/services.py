@@ -20,7 +20,7 @@ from .errors import ImageStoreError
 from .formats import OutputFormats
 from .generate import ImageGenerator
 from .inputs import InputImages
-from .ledger import Ledger, LedgerWriter, remove_old_records
+from .ledger import Ledger, LedgerOff, LedgerWriter, remove_old_records
 from .limits import ClientLimits, WindowCounter, make_counter
 from .metrics import Metrics
 from .pacing import ModelPacer
@@ -143,7 +143,11 @@ class Services:
             stack.push_async_callback(client_keys.close)
             # Stopped after the flights (the exit stack runs backwards): a generation cancelled
             # at shutdown still hands its record to the writer, which then writes them all.
-            writer = LedgerWriter(database.engine, capacity=settings.ledger_buffer, metrics=metrics)
+            writer: LedgerWriter | LedgerOff = (
+                LedgerWriter(database.engine, capacity=settings.ledger_buffer, metrics=metrics)
+                if settings.ledger == "on"
+                else LedgerOff()
+            )
             writer.start()
             stack.push_async_callback(writer.stop)
             await client.start()

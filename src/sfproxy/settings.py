@@ -179,6 +179,9 @@ class Settings(BaseSettings):
     ledger_retention_days: int | None = Field(default=None, gt=0)
     # Ledger records held in memory while the database is slow or unreachable (ledger.py).
     ledger_buffer: int = Field(default=10000, ge=1)
+    # "off" writes no ledger records (the spend metrics still count): for an operator who wants
+    # no record of requests, and the benchmark's baseline for what the ledger costs.
+    ledger: Literal["on", "off"] = "on"
 
     metrics_token: SecretStr | None = None
     # Keys for /admin/... (commas/whitespace), distinct from client keys; none: /admin is 404.
