@@ -6,7 +6,10 @@ the async drivers are chosen here, so nobody has to know SQLAlchemy's `+aiosqlit
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -46,10 +49,25 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 def _sqlite_pragmas(connection: object, _record: object) -> None:
-    # WAL lets readers (reports, key lookups) run beside the ledger's writer; busy_timeout
-    # waits for another process's write instead of failing at once.
+    # busy_timeout first: it makes a connection wait for another process's write instead of
+    # failing at once. WAL lets readers (reports, key lookups) run beside the ledger's writer.
     cursor = connection.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
+    _enable_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch a new database to WAL. The switch needs the database to itself, and SQLite does
+    not wait for that: when instances start together, the others try again until one made it
+    (then the file is in WAL mode, and asking again takes no lock)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
