@@ -179,27 +179,26 @@ REDIS_TIMEOUT = 2.0
 REDIS_BACKOFF = 5.0
 
 
-class RedisWindows:
-    """Counters shared by every instance that uses the same Redis."""
+def counter_redis(url: str) -> aioredis.Redis:
+    """A client for counters that requests wait on: short timeouts, and after a Redis restart
+    one more try on a new connection, instead of failing (and letting through uncounted) that
+    request. Timeouts are not retried, so a hung Redis costs a request one timeout at most."""
+    return aioredis.from_url(
+        url,
+        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=REDIS_TIMEOUT,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+    )
 
-    def __init__(self, url: str, *, prefix: str = "sfproxy:") -> None:
-        self._redis = aioredis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            health_check_interval=30,
-            # After a Redis restart a pooled connection is dead: one more try, on a new
-            # connection, instead of failing (and letting through uncounted) that request.
-            # Timeouts are not retried, so a hung Redis costs a request one timeout at most.
-            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
-        )
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._adjust = self._redis.register_script(_ADJUST)
-        self._used = self._redis.register_script(_USED)
-        self._prefix = prefix
+
+class FailFast:
+    """Awaits Redis calls; after one fails, the next ones fail at once for REDIS_BACKOFF."""
+
+    def __init__(self) -> None:
         self._down_until = 0.0
 
-    async def _guarded(self, call: Awaitable[T]) -> T:
+    async def __call__(self, call: Awaitable[T]) -> T:
         if time.monotonic() < self._down_until:
             if isinstance(call, Coroutine):
                 call.close()
@@ -209,6 +208,18 @@ class RedisWindows:
         except (RedisError, OSError):
             self._down_until = time.monotonic() + REDIS_BACKOFF
             raise
+
+
+class RedisWindows:
+    """Counters shared by every instance that uses the same Redis."""
+
+    def __init__(self, url: str, *, prefix: str = "sfproxy:") -> None:
+        self._redis = counter_redis(url)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._adjust = self._redis.register_script(_ADJUST)
+        self._used = self._redis.register_script(_USED)
+        self._prefix = prefix
+        self._guarded = FailFast()
 
     async def acquire(self, key: str, amount: int, limit: int, window: float) -> Admission:
         token = secrets.token_hex(8)

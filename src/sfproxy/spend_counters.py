@@ -7,17 +7,10 @@ counter that does not exist is the caller's to seed (from the ledger) before it 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-
-from .limits import REDIS_BACKOFF, REDIS_TIMEOUT
+from .limits import FailFast, counter_redis
 
 T = TypeVar("T")
 
@@ -115,30 +108,12 @@ class RedisSpend:
     """Counters shared by every instance that uses the same Redis (as limits.py's are)."""
 
     def __init__(self, url: str, *, prefix: str = "sfproxy:budget:") -> None:
-        self._redis = aioredis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            health_check_interval=30,
-            # After a Redis restart a pooled connection is dead: one more try on a new one.
-            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
-        )
+        self._redis = counter_redis(url)
         self._take = self._redis.register_script(_TAKE)
         self._add = self._redis.register_script(_ADD)
         self._prefix = prefix
-        self._down_until = 0.0
-
-    async def _guarded(self, call: Awaitable[T]) -> T:
         # As limits.py's counters: after a failure, fail at once for a while, not once per call.
-        if time.monotonic() < self._down_until:
-            if isinstance(call, Coroutine):
-                call.close()
-            raise RedisConnectionError("Redis failed a moment ago; not asked again yet")
-        try:
-            return await call
-        except (RedisError, OSError):
-            self._down_until = time.monotonic() + REDIS_BACKOFF
-            raise
+        self._guarded = FailFast()
 
     async def take(self, key: str, amount: int, limit: int) -> tuple[bool, int] | None:
         admitted, spent = await self._guarded(
