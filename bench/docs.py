@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from . import key_pool, ledger
 from .formats import saved_section
 from .report import Check, checks, summary
+from .sections import saved_run
 from .table import markdown_table, rows
 
 _INTRO = """\
@@ -215,50 +217,51 @@ def render(
     return "\n".join(parts)
 
 
-def key_pool_section(
-    results: Mapping[str, Any], saved: Mapping[str, Any] | None = None
+def own_section(
+    part: ModuleType, results: Mapping[str, Any], saved: Mapping[str, Any] | None = None
 ) -> str | None:
-    """Issue 11's section: from this run when it measured the pool, else from `saved`, the last
-    run that did (`python -m bench --scenarios key_pool` keeps it apart from latest.json)."""
-    if key_pool.SCENARIO not in results.get("scenarios", {}):
+    """The section of a scenario that has its own (`key_pool`, `ledger`): from this run when it
+    measured the scenario, else from `saved`, the last run that did (`python -m bench
+    --scenarios NAME` keeps it apart from latest.json, in `part.RESULTS`)."""
+    if part.SCENARIO not in results.get("scenarios", {}):
         if saved is None:
             return None
         results = saved
-    alone = {**results, "scenarios": {key_pool.SCENARIO: results["scenarios"][key_pool.SCENARIO]}}
-    return key_pool.section(alone, markdown_table(rows(alone)))
+    alone = {**results, "scenarios": {part.SCENARIO: results["scenarios"][part.SCENARIO]}}
+    section: str = part.section(alone, markdown_table(rows(alone)))
+    return section
 
 
-def write_key_pool_section(results: Mapping[str, Any], path: Path) -> Path:
-    """Only the key-pool section replaced; the rest of the page stays byte for byte."""
-    section = key_pool_section(results)
+def write_own_section(part: ModuleType, results: Mapping[str, Any], path: Path) -> Path:
+    """Only that scenario's section replaced; the rest of the page stays byte for byte."""
+    section = own_section(part, results)
     if section is None:
-        raise ValueError("the run has no key_pool scenario")
+        raise ValueError(f"the run has no {part.SCENARIO} scenario")
     page = path.read_text() if path.exists() else ""
-    path.write_text(key_pool.replace_section(page, section))
+    path.write_text(part.replace_section(page, section))
     return path
+
+
+def key_pool_section(
+    results: Mapping[str, Any], saved: Mapping[str, Any] | None = None
+) -> str | None:
+    """Issue 11's section."""
+    return own_section(key_pool, results, saved)
 
 
 def ledger_section(
     results: Mapping[str, Any], saved: Mapping[str, Any] | None = None
 ) -> str | None:
-    """Issue 12's section: from this run when it measured the ledger, else from `saved`
-    (`python -m bench --scenarios ledger` keeps it in bench/results/ledger.json)."""
-    if ledger.SCENARIO not in results.get("scenarios", {}):
-        if saved is None:
-            return None
-        results = saved
-    alone = {**results, "scenarios": {ledger.SCENARIO: results["scenarios"][ledger.SCENARIO]}}
-    return ledger.section(alone, markdown_table(rows(alone)))
+    """Issue 12's section."""
+    return own_section(ledger, results, saved)
+
+
+def write_key_pool_section(results: Mapping[str, Any], path: Path) -> Path:
+    return write_own_section(key_pool, results, path)
 
 
 def write_ledger_section(results: Mapping[str, Any], path: Path) -> Path:
-    """Only the ledger section replaced; the rest of the page stays byte for byte."""
-    section = ledger_section(results)
-    if section is None:
-        raise ValueError("the run has no ledger scenario")
-    page = path.read_text() if path.exists() else ""
-    path.write_text(ledger.replace_section(page, section))
-    return path
+    return write_own_section(ledger, results, path)
 
 
 def write_docs(
@@ -277,8 +280,8 @@ def write_docs(
             relative,
             baseline,
             saved_section(),
-            key_pool.saved_results(),
-            ledger.saved_results(),
+            saved_run(key_pool.RESULTS),
+            saved_run(ledger.RESULTS),
         )
     )
     return path

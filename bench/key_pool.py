@@ -2,16 +2,14 @@
 
 The service with 4 keys in 2 accounts (`SILICONFLOW_API_KEYS`) is loaded beside the same service
 with one key, and beside the direct call; the cost of key choice is the pool's percentile minus
-the single key's, same concurrency, same run. Pure like `report.py`, except `saved_section`.
+the single key's, same concurrency, same run. Pure like `report.py`.
 It also has its own section of docs/benchmarks.md, between markers, so that
 `python -m bench --scenarios key_pool --write-docs` replaces it alone.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from .machine import REPO
@@ -181,10 +179,3 @@ def section(results: Mapping[str, Any], table: str) -> str:
 def replace_section(page: str, new_section: str) -> str:
     """The page with its key-pool section replaced, or the section appended if it has none."""
     return replace_marked(page, new_section, START, END)
-
-
-def saved_results(path: Path = RESULTS) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    results: dict[str, Any] = json.loads(path.read_text())
-    return results

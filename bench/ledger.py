@@ -4,15 +4,13 @@ The service with the ledger on SQLite, and on PostgreSQL, is loaded beside the s
 `LEDGER=off` and beside the direct call; a fourth service, on SQLite, takes a database client
 key. The cost is each one's figure minus its comparison's (`report.LEDGER_OVER`), same
 concurrency, median over rounds in rotating order (each service takes every place in turn).
-Pure like `report.py`, except `saved_results`; its own section of docs/benchmarks.md lies
+Pure like `report.py`; its own section of docs/benchmarks.md lies
 between markers, so that `python -m bench --scenarios ledger --write-docs` replaces it alone.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from .key_pool import Row
@@ -238,10 +236,3 @@ def section(results: Mapping[str, Any], table: str) -> str:
 def replace_section(page: str, new_section: str) -> str:
     """The page with its ledger section replaced, or the section appended if it has none."""
     return replace_marked(page, new_section, START, END)
-
-
-def saved_results(path: Path = RESULTS) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    results: dict[str, Any] = json.loads(path.read_text())
-    return results
