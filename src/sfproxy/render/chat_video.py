@@ -86,10 +86,16 @@ async def video_events(
     progress: asyncio.Queue[str] | None,
     closing: asyncio.Event | None,
 ) -> AsyncIterator[bytes]:
-    """The stream of one video chat: the heading, progress or keepalives while `work` (which
-    follows the job) runs, then the links, or the job's error."""
+    """The stream of one video chat: the heading, keepalives (or progress lines, the first
+    naming the job) while `work` (which follows the job) runs, then the links, or the job's
+    error."""
     yield stream.chunk(ChunkDelta(role="assistant", content=""))
-    yield stream.chunk(ChunkDelta(content=job_heading(job) + "\n\n"))
+    # Progress lines come before the answer's text, as clients show thinking first: the job's
+    # id is then in the first of them, and the heading goes with the links.
+    heading = job_heading(job) + "\n\n"
+    if progress is None:
+        yield stream.chunk(ChunkDelta(content=heading))
+        heading = ""
     task = asyncio.ensure_future(work)
     try:
         lines = while_working(task, keepalive=keepalive, progress=progress, closing=closing)
@@ -101,8 +107,9 @@ async def video_events(
                 # stream, and is charged when it completes.
                 yield stream.chunk(
                     ChunkDelta(
-                        content="The server is restarting while the video is being made; it "
-                        f"is kept when it completes: `GET /v1/videos/{job.id}` shows it."
+                        content=f"{heading}The server is restarting while the video is being "
+                        f"made; it is kept when it completes: `GET /v1/videos/{job.id}` "
+                        "shows it."
                     )
                 )
                 yield stream_end(stream)
@@ -119,7 +126,9 @@ async def video_events(
             yield error_line(failure)
             yield DONE
             return
-        yield stream.chunk(ChunkDelta(content=answer.content, images=answer.images or None))
+        yield stream.chunk(
+            ChunkDelta(content=heading + answer.content, images=answer.images or None)
+        )
         yield stream_end(stream)
     finally:
         if not task.done():
