@@ -32,6 +32,7 @@ from .aliases import parse_aliases
 from .catalogue import SITE_HOSTS, Catalogue, ModelSpec, Site
 from .images import DEFAULT_QUALITY
 from .prices import Prices
+from .video_models import VideoModels
 
 _SPLIT = re.compile(r"[\s,]+")
 _MODEL_ENTRIES: TypeAdapter[list[ModelSpec | str]] = TypeAdapter(list[ModelSpec | str])
@@ -97,6 +98,8 @@ class Settings(BaseSettings):
     # `{"alias": "model"}` or `alias=model` pairs, over the built-in aliases (catalogue.py).
     model_aliases: str | None = None
     list_model_aliases: bool = False
+    # The default text-to-video model (video_models.py); unset: the site's first.
+    video_model: str | None = None
 
     parallel_calls: int = Field(default=4, ge=1, le=64)
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
@@ -301,7 +304,7 @@ class Settings(BaseSettings):
     def _parse_json_settings(self) -> Settings:
         # Touching the properties parses the JSON settings now, so a bad value stops the start.
         _ = self.model_entries, self.model_pacing, self.client_overrides, self.catalogue
-        _ = self.prices
+        _ = self.prices, self.video_models
         if set(self.admin_key_list) & set(self.client_keys):
             # A client must never reach /admin, so no key may be both.
             raise ValueError("ADMIN_KEYS must differ from every client key (ALLOW_CLIENT_KEYS)")
@@ -391,6 +394,11 @@ class Settings(BaseSettings):
         return Catalogue(self.model_entries, self.alias_entries, site=self.site)
 
     @cached_property
+    def video_models(self) -> VideoModels:
+        """The site's video models, VIDEO_MODEL the default (`ValueError` names a bad one)."""
+        return VideoModels(self.site, self.video_model)
+
+    @cached_property
     def client_keys(self) -> tuple[str, ...]:
         merged: dict[str, None] = {}
         for field in (
@@ -466,6 +474,7 @@ class Settings(BaseSettings):
         shown["model aliases"] = {
             alias: self.catalogue.resolve(alias, edit=False) for alias in self.catalogue.aliases
         }
+        shown["video models"] = list(self.video_models.ids)
         shown["IMAGES_RESPONSE_FORMAT"] = self.images_default_format
         shown["CHAT_RESPONSE_FORMAT"] = self.chat_default_format
         return shown
