@@ -78,6 +78,25 @@ class VideoJobs:
         spend, reservation = await self.corridor.reserve(
             client, request.model, request.requested_model, 1
         )
+        work = asyncio.ensure_future(
+            self._submit_and_record(client, request, note, endpoint, spend, reservation)
+        )
+        # Its outcome is read here, or (the caller gone) only logged: never left unretrieved.
+        work.add_done_callback(_retrieved)
+        # A caller that leaves (a client disconnecting) does not stop a submit under way:
+        # SiliconFlow may already have the video, and bills it, so it is recorded, followed and
+        # settled like any other, and its owner finds it in its list.
+        return await asyncio.shield(work)
+
+    async def _submit_and_record(
+        self,
+        client: Client,
+        request: VideoRequest,
+        note: RequestNote,
+        endpoint: Endpoint,
+        spend: Spend,
+        reservation: Reservation,
+    ) -> VideoJob:
         try:
             submitted = await self._submit(request)
         except BaseException as exc:
@@ -342,3 +361,8 @@ class VideoJobs:
             expires_at=expires,
             poll_at=None if row["settled"] else row["next_poll_ms"] / 1000,
         )
+
+
+def _retrieved(work: asyncio.Future[VideoJob]) -> None:
+    if not work.cancelled() and work.exception() is not None:
+        logger.debug("video submit ended with %s", work.exception().__class__.__name__)
