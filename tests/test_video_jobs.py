@@ -20,6 +20,7 @@ from PIL import Image
 
 from sfproxy.errors import (
     ConflictError,
+    InvalidRequestError,
     NotFoundError,
     UpstreamRateLimitError,
     UpstreamTimeoutError,
@@ -289,3 +290,14 @@ async def test_a_submit_that_hangs_is_never_sent_again(
     submits = [r for r in fake.requests if r.path.endswith("/video/submit")]
     assert len(submits) == 1
     assert (row["status"], row["images_delivered"], row["images_refunded"]) == (504, 0, 1)
+
+
+async def test_without_an_image_store_a_video_is_refused_before_anything_is_held(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    async with service(fake, tmp_path, image_store="off") as running:
+        with pytest.raises(InvalidRequestError, match=r"IMAGE_STORE=off") as refused:
+            await running.services.videos.submit(ALICE, video(), note(), endpoint="videos")
+        assert refused.value.code == "videos_need_an_image_store"
+        assert await spent_today(running) == 0
+    assert fake.videos.jobs() == []
