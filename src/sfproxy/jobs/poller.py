@@ -47,6 +47,8 @@ CONCURRENT_JOBS = 16
 EXPECTED_SECONDS = 180.0
 # A download that failed in passing (a dropped connection) is tried this often per poll.
 DOWNLOAD_ATTEMPTS = 3
+# At shutdown, jobs being settled are given this long to finish settling.
+SETTLE_TIMEOUT = 10.0
 
 
 class JobFailed(Exception):
@@ -80,6 +82,7 @@ class VideoPoller:
         # Who holds a lease: this process, told apart from every other instance and restart.
         self.owner = f"poller-{secrets.token_hex(8)}"
         self._working: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Future[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -94,6 +97,8 @@ class VideoPoller:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._settling:
+            await asyncio.wait(self._settling, timeout=SETTLE_TIMEOUT)
 
     async def _run(self) -> None:
         tick = min(1.0, self.settings.video_poll_seconds)
@@ -121,15 +126,18 @@ class VideoPoller:
         """One turn of a job: poll it, and finish it or schedule its next poll."""
         renewing = asyncio.create_task(self._renew(row["id"]))
         try:
-            await self._turn(row)
-        except JobFailed as failed:
-            await self._finish(row, failed.outcome, error=(failed.code, failed.message))
+            try:
+                await self._turn(row)
+            except JobFailed as failed:
+                await self._finish(row, failed.outcome, error=(failed.code, failed.message))
         except asyncio.CancelledError:
             raise
         except Exception:
-            # Unforeseen: the job is polled again later rather than lost.
+            # Unforeseen, or the database failed: the job is polled again later (at the latest
+            # when this lease ends), not lost.
             logger.exception("video job %s: polling failed", row["id"])
-            await self._again(row, {})
+            with contextlib.suppress(Exception):
+                await self._again(row, {})
         finally:
             renewing.cancel()
         self.service.changed(row["id"])
@@ -149,13 +157,6 @@ class VideoPoller:
         created = aware(row["created_at"])
         assert created is not None
         age = time.time() - created.timestamp()
-        if age > self.settings.video_timeout_seconds:
-            raise JobFailed(
-                "video_timeout",
-                f"The video was not finished within VIDEO_TIMEOUT_SECONDS "
-                f"({self.settings.video_timeout_seconds:g} s); nothing is charged.",
-                status=504,
-            )
         key = self.upstream.key_by_label(row["upstream_key"])
         if key is None:
             raise JobFailed(
@@ -175,6 +176,7 @@ class VideoPoller:
             # Reading a status costs nothing: it is read again at the next poll.
             self.metrics.video_status_polls.labels("error").inc()
             logger.info("video job %s: status not read (%s)", row["id"], exc.message)
+            self._check_age(age)
             await self._again(row, {})
             return
         self.metrics.video_status_polls.labels(status.status).inc()
@@ -184,9 +186,20 @@ class VideoPoller:
                 f"SiliconFlow could not make the video: {status.reason or 'no reason given'}.",
             )
         if status.status == "Succeed":
+            # Even past the timeout: it is made (and billed), so it is worth delivering.
             await self._complete(row, status)
             return
+        self._check_age(age)
         await self._again(row, self._progress(row, status))
+
+    def _check_age(self, age: float) -> None:
+        if age > self.settings.video_timeout_seconds:
+            raise JobFailed(
+                "video_timeout",
+                f"The video was not finished within VIDEO_TIMEOUT_SECONDS "
+                f"({self.settings.video_timeout_seconds:g} s); nothing is charged.",
+                status=504,
+            )
 
     def _progress(self, row: Row, status: VideoStatus) -> dict[str, Any]:
         if status.status == "InQueue":
@@ -225,11 +238,15 @@ class VideoPoller:
             poster = await poster_of(data)
         except VideoFileError as exc:
             raise JobFailed("video_unreadable", exc.message, made=1) from None
+        video_name: str | None = None
         try:
             video_name = await self.store.put(data, MP4)
             poster_name = await self.store.put(poster, POSTER_TYPE)
         except ImageStoreError as exc:
             logger.warning("video job %s: not stored yet (%s)", row["id"], exc.message)
+            if video_name is not None:
+                with contextlib.suppress(ImageStoreError):
+                    await self.store.delete(video_name)
             await self._again(row, {})
             return
         done = {
@@ -272,6 +289,14 @@ class VideoPoller:
         values["completed_at"] = datetime.now(UTC)
         if error is not None:
             values |= {"status": "failed", "error_code": error[0], "error_message": error[1]}
+        # Not cancelled midway (a shutdown): the job's row, its record and its counters are
+        # settled together, or the job is left to be finished by the next lease.
+        settling = asyncio.ensure_future(self._settle(row, outcome, values))
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
+        await asyncio.shield(settling)
+
+    async def _settle(self, row: Row, outcome: Outcome, values: dict[str, Any]) -> None:
         finished = dict(row) | values
         record = self.money.record(finished, outcome)
         if not await self.repository.finish(row["id"], self.owner, values, record):
@@ -282,6 +307,4 @@ class VideoPoller:
             return
         await self.money.settle(finished, outcome)
         self.metrics.video_jobs_finished.labels(row["model"], values["status"]).inc()
-        logger.info(
-            "video job %s %s%s", row["id"], values["status"], f": {error[1]}" if error else ""
-        )
+        logger.info("video job %s %s: %s", row["id"], values["status"], values.get("error_message"))

@@ -27,6 +27,7 @@ from ..corridor import Corridor, Endpoint
 from ..errors import (
     ConflictError,
     DatabaseUnavailableError,
+    InvalidRequestError,
     NotFoundError,
     UpstreamError,
 )
@@ -75,9 +76,36 @@ class VideoJobs:
         note.model = request.model
         note.model_requested = request.requested_model
         note.prompt = request.prompt
+        if not self.store.keeps_images:
+            # SiliconFlow's URL expires within the hour: without a store, nobody gets the video.
+            raise InvalidRequestError(
+                "This service keeps no files (IMAGE_STORE=off), and SiliconFlow's video URLs "
+                "expire: videos need IMAGE_STORE=local or s3://…. The operator can set it.",
+                param="model",
+                code="videos_need_an_image_store",
+            )
         spend, reservation = await self.corridor.reserve(
             client, request.model, request.requested_model, 1
         )
+        work = asyncio.ensure_future(
+            self._submit_and_record(client, request, note, endpoint, spend, reservation)
+        )
+        # Its outcome is read here, or (the caller gone) only logged: never left unretrieved.
+        work.add_done_callback(_retrieved)
+        # A caller that leaves (a client disconnecting) does not stop a submit under way:
+        # SiliconFlow may already have the video, and bills it, so it is recorded, followed and
+        # settled like any other, and its owner finds it in its list.
+        return await asyncio.shield(work)
+
+    async def _submit_and_record(
+        self,
+        client: Client,
+        request: VideoRequest,
+        note: RequestNote,
+        endpoint: Endpoint,
+        spend: Spend,
+        reservation: Reservation,
+    ) -> VideoJob:
         try:
             submitted = await self._submit(request)
         except BaseException as exc:
@@ -342,3 +370,8 @@ class VideoJobs:
             expires_at=expires,
             poll_at=None if row["settled"] else row["next_poll_ms"] / 1000,
         )
+
+
+def _retrieved(work: asyncio.Future[VideoJob]) -> None:
+    if not work.cancelled() and work.exception() is not None:
+        logger.debug("video submit ended with %s", work.exception().__class__.__name__)
