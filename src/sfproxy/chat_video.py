@@ -163,11 +163,12 @@ def _options(body: ChatCompletionRequest, typed: dict[str, str]) -> _VideoOption
             reported_as="messages",
             hint=lambda option: f"Example: {_EXAMPLES.get(option.removeprefix('--'), '')}",
         ) from None
-    update = {field: getattr(parsed, field) for field in parsed.model_fields_set}
+    typed_fields = parsed.model_fields_set
+    update = {field: getattr(parsed, field) for field in typed_fields}
     # A size typed in the prompt is the latest word on size, whatever the body said.
-    if "aspect_ratio" in update:
+    if "aspect_ratio" in typed_fields and "size" not in typed_fields:
         update["size"] = None
-    if "size" in update:
+    if "size" in typed_fields and "aspect_ratio" not in typed_fields:
         update["aspect_ratio"] = None
     return asked.model_copy(update=update)
 

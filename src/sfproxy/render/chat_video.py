@@ -68,7 +68,7 @@ def video_failed(job: VideoJob) -> UpstreamError:
     """A failed job's error, as a chat answers it (its reservation was given back)."""
     reason = job.error.message if job.error else "SiliconFlow gave no reason"
     error = UpstreamError(
-        f"The video {job.id} failed: {reason} Nothing is charged.",
+        f"The video {job.id} failed: {reason}",
         code=job.error.code if job.error else "video_failed",
     )
     # A retry by the SDK would be a new video, made and paid for again: not automatic.
