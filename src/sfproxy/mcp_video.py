@@ -121,7 +121,7 @@ class VideoTools:
         )
         job = await self.services.videos.submit(caller.client, request, caller.note, endpoint="mcp")
         text = (
-            f"Video {job.id} is {_status_text(job)} ({job.model}, {job.size}, {job.seconds} s). "
+            f"Video {job.id} {_state(job)} ({job.model}, {job.size}, {job.seconds} s). "
             f"It takes a few minutes: call get_video with video_id {job.id} to follow it."
         )
         return _result(text, job)
@@ -130,9 +130,7 @@ class VideoTools:
         args = validated(GetVideoArguments, arguments)
         videos = self.services.videos
         job = await videos.get(caller.client, args.video_id)
-        heading = (
-            f"Video {job.id} is {_status_text(job)} ({job.model}, {job.size}, {job.seconds} s)."
-        )
+        heading = f"Video {job.id} {_state(job)} ({job.model}, {job.size}, {job.seconds} s)."
         if job.status == "failed":
             reason = job.error.message if job.error else "no reason given"
             return _result(f"{heading} {reason}", job)
@@ -165,10 +163,10 @@ def _named(name: str) -> GeneratedImage:
     return GeneratedImage(seed=None, name=name)
 
 
-def _status_text(job: VideoJob) -> str:
+def _state(job: VideoJob) -> str:
     if job.status == "in_progress":
-        return f"in progress ({job.progress} %)"
-    return job.status
+        return f"is in progress ({job.progress} %)"
+    return "failed" if job.status == "failed" else f"is {job.status}"
 
 
 def _result(
