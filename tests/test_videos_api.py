@@ -8,7 +8,11 @@ and `download_content` must work on their defaults, and every object must parse 
 from __future__ import annotations
 
 import io
+import json
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import av
 import httpx
@@ -19,6 +23,7 @@ from PIL import Image
 
 from .conftest import CLIENT_KEYS, StartProxy, keyed
 from .images import data_uri, image_bytes
+from .test_ai_sdk import NODE_DIR
 
 T2V = "Wan-AI/Wan2.2-T2V-A14B"
 I2V = "Wan-AI/Wan2.2-I2V-A14B"
@@ -217,3 +222,28 @@ def test_a_failed_job_is_reported_as_the_sdk_types_it(client, fake):
     assert video.error is not None and "content moderation" in video.error.message
     with pytest.raises(openai.NotFoundError):
         client.videos.download_content(video.id)
+
+
+def node_video(service, request: dict, image: Path | None = None) -> dict:
+    node = shutil.which("node")
+    assert node is not None, "Node.js is needed: make install / .ci/run install it"
+    assert (NODE_DIR / "node_modules" / "openai").is_dir(), "run `make install` (npm ci)"
+    args = [node, str(NODE_DIR / "videos.mjs"), service.api_base, CLIENT_KEYS[0]]
+    args += [json.dumps(request)] + ([str(image)] if image else [])
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
+    result: dict = json.loads(done.stdout)
+    return result
+
+
+def test_openai_node_makes_and_downloads_a_video(service, fake, tmp_path):
+    seen = node_video(service, {"prompt": "from node", "size": "720x1280"})
+    assert (seen["video"]["status"], seen["video"]["size"]) == ("completed", "720x1280")
+    polls = seen["polls"]
+    assert polls["hinted"] == polls["unfinished"] and polls["final_hint"] is None
+    assert seen["mp4_box"] == "ftyp" and seen["mp4_bytes"] > 1000
+    assert seen["thumbnail_type"].startswith("image/")
+    image = tmp_path / "red.png"
+    image.write_bytes(image_bytes("PNG", (64, 36), "red"))
+    seen = node_video(service, {"prompt": "from node, from an image"}, image)
+    assert (seen["video"]["status"], seen["video"]["model"]) == ("completed", I2V)
+    assert fake.videos.jobs()[-1]["has_image"] is True
