@@ -66,7 +66,9 @@ async def test_a_com_account_gets_flux_and_no_kolors(tmp_path):
             models_sent = [request.body["model"] for request in fake.requests]
     assert ids[0] == SCHNELL
     assert "Kwai-Kolors/Kolors" not in ids
-    assert set(ids) == {spec.id for spec in SITE_MODELS["com"]}
+    # The video models follow the image models (test_video_models.py).
+    assert ids[-2:] == ["Wan-AI/Wan2.2-T2V-A14B", "Wan-AI/Wan2.2-I2V-A14B"]
+    assert set(ids[:-2]) == {spec.id for spec in SITE_MODELS["com"]}
     assert (unnamed.status_code, aliased.status_code) == (200, 200)
     # The .com account has no Kolors: SiliconFlow's own answer, passed on.
     assert kolors.status_code == 400

@@ -12,6 +12,7 @@ from sfproxy import discovery
 from sfproxy.catalogue import SITE_MODELS
 from sfproxy.fake_upstream import FakeSiliconFlow
 from sfproxy.routes.health import ReadinessCache
+from sfproxy.video_models import VIDEO_ENDPOINT_TYPE
 
 from .support.inprocess import UPSTREAM_KEY, eventually, in_process, service_settings
 
@@ -28,9 +29,18 @@ COM_BUILTIN = [spec.id for spec in SITE_MODELS["com"]]
 
 
 async def listed(running) -> list[dict]:
+    """The image models' cards: discovery reads the account's image models only. The video
+    models, always listed after them, are checked once here and in test_video_models.py."""
     response = await running.http.get("/v1/models")
     assert response.status_code == 200, response.text
-    return response.json()["data"]
+    cards = response.json()["data"]
+    assert [
+        card["id"] for card in cards if VIDEO_ENDPOINT_TYPE in card["supported_endpoint_types"]
+    ] == [
+        "Wan-AI/Wan2.2-T2V-A14B",
+        "Wan-AI/Wan2.2-I2V-A14B",
+    ]
+    return [card for card in cards if VIDEO_ENDPOINT_TYPE not in card["supported_endpoint_types"]]
 
 
 async def ready_checks(running) -> dict:

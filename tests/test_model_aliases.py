@@ -75,11 +75,14 @@ def test_aliases_are_not_listed_unless_asked_for(client, start):
         "baidu/ERNIE-Image-Turbo",
         "Qwen/Qwen-Image-Edit",
         "Qwen/Qwen-Image-Edit-2509",
+        "Wan-AI/Wan2.2-T2V-A14B",
+        "Wan-AI/Wan2.2-I2V-A14B",
     ]
     listing = start(LIST_MODEL_ALIASES="true", MODEL_ALIASES="dall-e-3=Kwai-Kolors/Kolors")
     with openai.OpenAI(base_url=listing.api_base, api_key="unused", max_retries=0) as sdk:
         cards = {card.id: card for card in sdk.models.list()}
-    assert list(cards)[7:] == list(BUILTIN_ALIASES)
+    # The image models, the video models, then the image aliases and the video ones (sora-2).
+    assert list(cards)[9:] == [*BUILTIN_ALIASES, "sora-2", "sora-2-pro"]
     kolors = cards["dall-e-3"].model_extra or {}
     # An alias of one named model is that model on both endpoints.
     assert (kolors["alias_of"], "alias_of_edits" in kolors) == ("Kwai-Kolors/Kolors", False)
@@ -97,6 +100,8 @@ def test_models_have_their_release_dates(client):
         # Undated: derived from the id.
         "Tongyi-MAI/Z-Image": derived_created("Tongyi-MAI/Z-Image"),
         "baidu/ERNIE-Image-Turbo": derived_created("baidu/ERNIE-Image-Turbo"),
+        "Wan-AI/Wan2.2-T2V-A14B": 1_753_660_800,  # 2025-07-28
+        "Wan-AI/Wan2.2-I2V-A14B": 1_753_660_800,
     }
 
 

@@ -9,11 +9,15 @@ import httpx
 import openai
 import pytest
 
+# The video models, listed after the image models whatever lists those (test_video_models.py).
+VIDEO = ["Wan-AI/Wan2.2-T2V-A14B", "Wan-AI/Wan2.2-I2V-A14B"]
+
 
 def test_models_list_shape(client):
     models = client.models.list()
     ids = [model.id for model in models.data]
-    # The fake account's .cn models (discovered), in the site's order: Qwen-Image first.
+    # The fake account's .cn models (discovered), in the site's order: Qwen-Image first; then
+    # the video models (video_models.py, tested there).
     assert ids == [
         "Qwen/Qwen-Image",
         "Kwai-Kolors/Kolors",
@@ -22,6 +26,7 @@ def test_models_list_shape(client):
         "baidu/ERNIE-Image-Turbo",
         "Qwen/Qwen-Image-Edit",
         "Qwen/Qwen-Image-Edit-2509",
+        *VIDEO,
     ]
     first = models.data[0]
     assert first.object == "model"
@@ -37,7 +42,7 @@ def test_models_are_configurable(start):
     proxy = start(MODELS="Kwai-Kolors/Kolors, acme/painter")
     body = httpx.get(proxy.api_base + "/models").json()
     assert body["object"] == "list"
-    assert [model["id"] for model in body["data"]] == ["Kwai-Kolors/Kolors", "acme/painter"]
+    assert [model["id"] for model in body["data"]] == ["Kwai-Kolors/Kolors", "acme/painter", *VIDEO]
 
 
 def test_models_json_wins_and_can_describe_models(start, fake):
@@ -46,7 +51,7 @@ def test_models_json_wins_and_can_describe_models(start, fake):
         MODELS_JSON=json.dumps([{"id": "Kwai-Kolors/Kolors", "default_size": "768x1024"}]),
     )
     body = httpx.get(proxy.api_base + "/models").json()
-    assert [model["id"] for model in body["data"]] == ["Kwai-Kolors/Kolors"]
+    assert [model["id"] for model in body["data"]] == ["Kwai-Kolors/Kolors", *VIDEO]
     assert body["data"][0]["default_size"] == "768x1024"
     with openai.OpenAI(base_url=proxy.api_base, api_key="x", max_retries=0) as sdk:
         sdk.images.generate(prompt="default model and size")

@@ -32,6 +32,7 @@ from .aliases import parse_aliases
 from .catalogue import SITE_HOSTS, Catalogue, ModelSpec, Site
 from .images import DEFAULT_QUALITY
 from .prices import Prices
+from .video_models import VideoModels
 
 _SPLIT = re.compile(r"[\s,]+")
 _MODEL_ENTRIES: TypeAdapter[list[ModelSpec | str]] = TypeAdapter(list[ModelSpec | str])
@@ -97,6 +98,8 @@ class Settings(BaseSettings):
     # `{"alias": "model"}` or `alias=model` pairs, over the built-in aliases (catalogue.py).
     model_aliases: str | None = None
     list_model_aliases: bool = False
+    # The default text-to-video model (video_models.py); unset: the site's first.
+    video_model: str | None = None
 
     parallel_calls: int = Field(default=4, ge=1, le=64)
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
@@ -182,6 +185,14 @@ class Settings(BaseSettings):
     # "off" writes no ledger records (the spend metrics still count): for an operator who wants
     # no record of requests, and the benchmark's baseline for what the ledger costs.
     ledger: Literal["on", "off"] = "on"
+    # Video jobs (jobs/): the first status poll after a submit and the back-off's start, its
+    # ceiling, how long a job may take in all, the largest MP4 downloaded, and how long a
+    # poller's claim on a job lasts when its instance stops renewing it (it died).
+    video_poll_seconds: float = Field(default=5.0, gt=0)
+    video_poll_max_seconds: float = Field(default=30.0, gt=0)
+    video_timeout_seconds: float = Field(default=3600.0, gt=0)
+    video_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    video_lease_seconds: float = Field(default=60.0, ge=1)
 
     metrics_token: SecretStr | None = None
     # Keys for /admin/... (commas/whitespace), distinct from client keys; none: /admin is 404.
@@ -293,7 +304,7 @@ class Settings(BaseSettings):
     def _parse_json_settings(self) -> Settings:
         # Touching the properties parses the JSON settings now, so a bad value stops the start.
         _ = self.model_entries, self.model_pacing, self.client_overrides, self.catalogue
-        _ = self.prices
+        _ = self.prices, self.video_models
         if set(self.admin_key_list) & set(self.client_keys):
             # A client must never reach /admin, so no key may be both.
             raise ValueError("ADMIN_KEYS must differ from every client key (ALLOW_CLIENT_KEYS)")
@@ -383,6 +394,11 @@ class Settings(BaseSettings):
         return Catalogue(self.model_entries, self.alias_entries, site=self.site)
 
     @cached_property
+    def video_models(self) -> VideoModels:
+        """The site's video models, VIDEO_MODEL the default (`ValueError` names a bad one)."""
+        return VideoModels(self.site, self.video_model)
+
+    @cached_property
     def client_keys(self) -> tuple[str, ...]:
         merged: dict[str, None] = {}
         for field in (
@@ -458,6 +474,7 @@ class Settings(BaseSettings):
         shown["model aliases"] = {
             alias: self.catalogue.resolve(alias, edit=False) for alias in self.catalogue.aliases
         }
+        shown["video models"] = list(self.video_models.ids)
         shown["IMAGES_RESPONSE_FORMAT"] = self.images_default_format
         shown["CHAT_RESPONSE_FORMAT"] = self.chat_default_format
         return shown

@@ -1,9 +1,10 @@
 """What the fake SiliconFlow billed: a price per model, and running totals.
 
 SiliconFlow bills each image it makes, at the model's price on the site. The fake does the same
-for every image it returns from a generation, at the price of `prices` (default: the built-in
-table of the proxy's `prices.py` for the fake's site), so a test can check that the proxy's
-ledger adds up to exactly what the upstream billed:
+for every image it returns from a generation, and for every video job that succeeds (a failed
+one costs nothing), at the price of `prices` (default: the built-in table of the proxy's
+`prices.py` for the fake's site), so a test can check that the proxy's ledger adds up to exactly
+what the upstream billed, in all and per upstream account (`accounts` in the totals):
 
     fake.billing.set_prices({"Qwen/Qwen-Image": "0.5"})
     fake.billing.totals()  # {"currency": "CNY", "total": "1.5", "models": {...}}
@@ -41,6 +42,7 @@ class FakeBilling:
         self._prices: dict[str, Decimal | None] = {}
         self._billed: dict[str, _Billed] = {}
         self._unpriced: dict[str, int] = {}
+        self._accounts: dict[str, _Billed] = {}
 
     def price(self, model: str) -> Decimal | None:
         with self._lock:
@@ -57,7 +59,8 @@ class FakeBilling:
         with self._lock:
             self._prices.update(checked)
 
-    def bill(self, model: str, images: int) -> None:
+    def bill(self, model: str, images: int, account: str | None = None) -> None:
+        """Bill `images` items of `model`, to `account` (the fake account's id) if given."""
         with self._lock:
             price = self._price(model)
             if price is None:
@@ -66,6 +69,16 @@ class FakeBilling:
             billed = self._billed.setdefault(model, _Billed())
             billed.images += images
             billed.amount += price * images
+            if account is not None:
+                by_account = self._accounts.setdefault(account, _Billed())
+                by_account.images += images
+                by_account.amount += price * images
+
+    def billed_account(self, account: str) -> Decimal:
+        """The amount billed to one account so far (priced items only)."""
+        with self._lock:
+            billed = self._accounts.get(account)
+            return billed.amount if billed is not None else Decimal(0)
 
     def billed(self, model: str) -> Decimal:
         """The amount billed for the model so far (0 when none of its images were made)."""
@@ -88,6 +101,7 @@ class FakeBilling:
         with self._lock:
             self._billed.clear()
             self._unpriced.clear()
+            self._accounts.clear()
 
     def clear_prices(self) -> None:
         with self._lock:
@@ -105,6 +119,10 @@ class FakeBilling:
                     for model, billed in self._billed.items()
                 },
                 "unpriced": dict(self._unpriced),
+                "accounts": {
+                    account: {"images": billed.images, "amount": str(billed.amount)}
+                    for account, billed in self._accounts.items()
+                },
                 "prices": {
                     model: str(price) if price is not None else None
                     for model, price in {**BUILTIN_PRICES[site], **self._prices}.items()

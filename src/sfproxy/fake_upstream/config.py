@@ -148,6 +148,16 @@ class FakeConfig:
     url_ttl: float = 3600.0
     # Recorded bodies hold input images, so the record is bounded (0 records nothing).
     max_recorded_requests: int = 1000
+    # A video job waits `video_queue_seconds` InQueue, then `video_progress_seconds` InProgress;
+    # its result URL then stays valid `video_url_ttl_seconds` (SiliconFlow: 10 min to an hour).
+    video_queue_seconds: float = 0.0
+    video_progress_seconds: float = 0.3
+    video_url_ttl_seconds: float = 600.0
+    # The clip made: `video_seconds` at `video_fps`, each side of `image_size` divided by
+    # `video_scale` (1280x720 becomes 160x90), bounded so that no request is costly to encode.
+    video_seconds: float = 2.0
+    video_fps: int = 8
+    video_scale: int = 8
 
     def __post_init__(self) -> None:
         self.update(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
@@ -170,8 +180,14 @@ class FakeConfig:
         return data
 
 
+_VIDEO_TIMES = ("video_queue_seconds", "video_progress_seconds", "video_url_ttl_seconds")
+MAX_VIDEO_SECONDS = 10.0
+MAX_VIDEO_FPS = 30
+MAX_VIDEO_SCALE = 64
+
+
 def _check(name: str, value: Any) -> Any:
-    if name in ("latency", "download_latency", "url_ttl", "render_scale"):
+    if name in ("latency", "download_latency", "url_ttl", "render_scale", *_VIDEO_TIMES):
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ValueError(f"{name} must be a number >= 0")
         if name == "render_scale" and value == 0:
@@ -180,6 +196,19 @@ def _check(name: str, value: Any) -> Any:
     if name in ("image_min_bytes", "max_recorded_requests"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0")
+        return value
+    if name == "video_seconds":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value <= MAX_VIDEO_SECONDS
+        ):
+            raise ValueError(f"video_seconds must be a number in (0, {MAX_VIDEO_SECONDS}]")
+        return float(value)
+    if name in ("video_fps", "video_scale"):
+        high = MAX_VIDEO_FPS if name == "video_fps" else MAX_VIDEO_SCALE
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise ValueError(f"{name} must be an integer in [1, {high}]")
         return value
     if name == "max_render_side":
         if value is not None and (

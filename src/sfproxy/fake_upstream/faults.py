@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 FaultKind = Literal["status", "hang", "drop", "malformed", "corrupt", "no_images", "expired_images"]
-FaultTarget = Literal["generate", "download", "models"]
+FaultTarget = Literal[
+    "generate", "download", "models", "video_submit", "video_status", "video_download"
+]
 
 _KINDS_BY_TARGET: dict[str, frozenset[str]] = {
     "generate": frozenset(get_args(FaultKind)) - {"corrupt"},
@@ -18,6 +20,10 @@ _KINDS_BY_TARGET: dict[str, frozenset[str]] = {
     "download": frozenset({"status", "hang", "drop", "malformed", "corrupt"}),
     # `GET /v1/models`; `malformed` there is a body that is not JSON.
     "models": frozenset({"status", "hang", "drop", "malformed"}),
+    # The video API: `malformed` is a JSON answer cut short (a download's: an MP4 cut short).
+    "video_submit": frozenset({"status", "hang", "drop", "malformed"}),
+    "video_status": frozenset({"status", "hang", "drop", "malformed"}),
+    "video_download": frozenset({"status", "hang", "drop", "malformed"}),
 }
 _PARAMS: dict[str, frozenset[str]] = {
     "status": frozenset({"status", "message", "body", "retry_after"}),

@@ -1,5 +1,6 @@
 """The fake's HTTP surface: SiliconFlow's generation endpoint, the object storage behind its
-image links, and an OpenAI-format images endpoint for gateways that speak only OpenAI's API."""
+image links, and an OpenAI-format images endpoint for gateways that speak only OpenAI's API.
+The video API (videos.py), accounts and models add their own routes."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from .responses import (
 )
 from .state import FakeState, RecordedRequest
 from .validation import MAX_SEED, Generation, InvalidRequest, check_generation
+from .videos import add_video_routes
 
 TRACE_ID_HEADER = "x-siliconcloud-trace-id"
 GENERATIONS_PATH = "/v1/images/generations"
@@ -60,6 +62,7 @@ def create_app(
     add_control_routes(app, state)
     add_account_routes(app, state.accounts)
     add_model_routes(app, state, closing)
+    add_video_routes(app, state, closing)
     return app
 
 
@@ -150,7 +153,7 @@ class _Api:
         origin = str(request.url.origin())
         urls = [{"url": self._publish(image, origin, expired)} for image in images]
         self._state.count("images_generated", len(urls))
-        self._state.billing.bill(generation.model, len(urls))
+        self._state.billing.bill(generation.model, len(urls), account.id)
         inference = round(time.perf_counter() - started, 3)
         return json_response({"images": urls, "timings": {"inference": inference}, "seed": seed})
 
@@ -158,7 +161,8 @@ class _Api:
         self, request: web.Request, body: object, recorded: RecordedRequest
     ) -> web.StreamResponse | None:
         """OpenAI's answer shape; no faults, which are queued for the SiliconFlow endpoint."""
-        if self._state.accounts.authorize(request.headers.get("Authorization")) is None:
+        account = self._state.accounts.authorize(request.headers.get("Authorization"))
+        if account is None:
             return openai_error(401, "Incorrect API key provided.", code="invalid_api_key")
         if body is _NOT_JSON:
             return openai_error(400, "We could not parse the JSON body of your request.")
@@ -178,7 +182,7 @@ class _Api:
             origin = str(request.url.origin())
             data = [{"url": self._publish(image, origin, expired=False)} for image in images]
         self._state.count("images_generated", len(data))
-        self._state.billing.bill(generation.model, len(data))
+        self._state.billing.bill(generation.model, len(data), account.id)
         return json_response({"created": int(time.time()), "data": data})
 
     async def download(self, request: web.Request) -> web.StreamResponse:

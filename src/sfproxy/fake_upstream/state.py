@@ -19,6 +19,7 @@ from .billing import FakeBilling
 from .config import FakeConfig
 from .faults import Fault, FaultQueue, make_fault
 from .files import FileStore
+from .video_jobs import FakeVideos
 
 
 @dataclass(slots=True)
@@ -65,6 +66,11 @@ COUNTERS = (
     "renders",
     "render_cache_hits",
     "peak_in_flight",
+    "video_submits",
+    "video_status_calls",
+    "video_downloads",
+    "clips_rendered",
+    "clip_cache_hits",
 )
 
 
@@ -76,6 +82,7 @@ class FakeState:
         self.files = FileStore()
         self.accounts = FakeAccounts(lambda: self.config.api_key)
         self.billing = FakeBilling(lambda: self.config.site)
+        self.videos = FakeVideos(lambda: self.config, self.billing)
         self._lock = threading.Lock()
         self._requests: deque[RecordedRequest] = deque()
         self._downloads: deque[RecordedRequest] = deque()
