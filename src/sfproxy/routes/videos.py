@@ -27,7 +27,9 @@ router = APIRouter(prefix="/v1", tags=["videos"])
 
 POLL_AFTER_HEADER = "openai-poll-after-ms"
 VARIANTS: dict[str, Variant] = {"video": "video", "thumbnail": "thumbnail"}
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such video for this key"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such video for this key"}
+}
 
 _FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -63,7 +65,7 @@ _REQUEST_BODY = {
     openapi_extra={"requestBody": _REQUEST_BODY},
 )
 async def create_video(request: Request, services: ServicesDep, client: ClientDep) -> Response:
-    video = await read_request(request, services.inputs, services.video_models)
+    video = await read_request(request, services.inputs, services.settings.video_models)
     job = await services.videos.submit(client, video, note_of(request), endpoint="videos")
     return json_response(video_object(job), headers=_poll_hint(services, job))
 
