@@ -87,6 +87,7 @@ async def test_generate_video_returns_the_job_and_get_video_follows_it_to_its_li
         "seconds": "5",
         "prompt": "a paper boat on a river",
         "error": None,
+        "remixed_from_video_id": None,
     }
     assert text_of(started) == (
         f"Video {video_id} is queued ({T2V}, 1280x720, 5 s). It takes a few minutes: call "

@@ -19,6 +19,7 @@ from .errors import NotFoundError
 from .generate import GeneratedImage
 from .jobs import VideoJob, VideoRequest
 from .protocol import MAX_PROMPT_CHARS
+from .render.videos import video_object
 from .validation import validated
 
 if TYPE_CHECKING:
@@ -73,24 +74,6 @@ class GetVideoArguments(BaseModel):
     video_id: str = Field(
         min_length=1, max_length=128, description="The id generate_video returned (video_…)."
     )
-
-
-def video_object(job: VideoJob) -> dict[str, Any]:
-    """The job as OpenAI's Videos API shows it (the SDKs' `Video`)."""
-    return {
-        "id": job.id,
-        "object": "video",
-        "model": job.model,
-        "status": job.status,
-        "progress": job.progress,
-        "created_at": job.created_at,
-        "completed_at": job.completed_at,
-        "expires_at": job.expires_at,
-        "size": job.size,
-        "seconds": job.seconds,
-        "prompt": job.prompt,
-        "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
-    }
 
 
 class VideoTools:
@@ -173,4 +156,6 @@ def _result(
     text: str, job: VideoJob, blocks: list[types.ContentBlock] | None = None
 ) -> types.CallToolResult:
     content: list[types.ContentBlock] = [types.TextContent(text=text), *(blocks or [])]
-    return types.CallToolResult(content=content, structured_content=video_object(job))
+    # The Videos API's object (`GET /v1/videos/{id}`), so one job reads the same everywhere.
+    structured = video_object(job).model_dump(mode="json")
+    return types.CallToolResult(content=content, structured_content=structured)
