@@ -20,7 +20,14 @@ from PIL import Image
 from sfproxy.fake_upstream import FakeSiliconFlow
 
 from .images import data_uri, image_bytes
-from .support.inprocess import ASGI_URL, UPSTREAM_KEY, Running, in_process, service_settings
+from .support.inprocess import (
+    ASGI_URL,
+    UPSTREAM_KEY,
+    Running,
+    in_process,
+    on_loopback,
+    service_settings,
+)
 from .support.videos import FAST, I2V, PRICE, T2V, job_rows, ledger_rows, mp4_facts
 from .test_chat_tasks import OPEN_WEBUI_TITLE, open_webui_task
 
@@ -357,3 +364,77 @@ async def test_a_bad_video_chat_is_a_400_before_anything_is_submitted(
         "code": code,
     }
     assert fake.videos.jobs() == []
+
+
+async def test_a_shutdown_ends_video_chats_with_an_answer_not_an_error_and_the_job_goes_on(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    # Neither a 503 nor an error event: a client's retry of either would be a second video.
+    fake.videos.hold()
+    headers = {"Authorization": f"Bearer {KEY}"}
+    settings = service_settings(
+        fake, tmp_path, allow_client_keys=KEY, stream_keepalive_seconds=0.05, **FAST
+    )
+    # On a real connection: ASGITransport hands a response over only once it has ended.
+    async with on_loopback(settings) as running, asyncio.timeout(30):
+        body = {"model": T2V, "stream": True, "messages": [user("a streamed harbour")]}
+        async with running.http.stream(
+            "POST", "/v1/chat/completions", json=body, headers=headers
+        ) as response:
+            lines = response.aiter_lines()
+            # Under way: the heading was sent and keepalives follow.
+            while await anext(lines) != ": keepalive":
+                pass
+            plain = asyncio.ensure_future(
+                running.http.post(
+                    "/v1/chat/completions",
+                    json={"model": T2V, "messages": [user("a plain harbour")]},
+                    headers=headers,
+                )
+            )
+            # Both recorded: the plain chat is waiting for its job.
+            while len(await job_rows(running.services.database.engine)) < 2:
+                await asyncio.sleep(0.02)
+            running.app.state.drain.close()
+            rest = [line async for line in lines if line and line != ": keepalive"]
+        answered = await plain
+        jobs = {row["prompt"]: row for row in await job_rows(running.services.database.engine)}
+    payloads = [orjson.loads(line[6:]) for line in rest if line.startswith("data: {")]
+    streamed = jobs["a streamed harbour"]
+    assert [p["choices"][0]["delta"].get("content") for p in payloads if p["choices"]] == [
+        "The server is restarting while the video is being made; it is kept when it "
+        f"completes: `GET /v1/videos/{streamed['id']}` shows it.",
+        None,
+    ]
+    assert payloads[-1]["choices"][0]["finish_reason"] == "stop"
+    assert rest[-1] == "data: [DONE]"
+    assert answered.status_code == 200, answered.text
+    content = answered.json()["choices"][0]["message"]["content"]
+    assert content.startswith(heading(jobs["a plain harbour"]["id"]) + "\n\nThe video is still")
+    # Both jobs are still there to be followed (after a restart, by the next process).
+    assert {row["status"] for row in jobs.values()} <= {"queued", "in_progress"}
+
+
+async def test_openai_video_names_in_chat_make_videos_with_the_default_models(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    picture = data_uri(image_bytes("PNG", (96, 96), "white"))
+    with_image = user(
+        [
+            {"type": "text", "text": "snow falls"},
+            {"type": "image_url", "image_url": {"url": picture}},
+        ]
+    )
+    async with service(fake, tmp_path) as running:
+        text = await sdk(running).chat.completions.create(
+            model="sora-2", messages=[user("rain falls --size 1024x1024")]
+        )
+        image = await sdk(running).chat.completions.create(
+            model="sora-2-pro-2025-10-06", messages=[with_image]
+        )
+        jobs = fake.videos.jobs()
+    assert (text.model, image.model) == (T2V, I2V)
+    assert [(job.model, job.image_size, job.has_image) for job in jobs] == [
+        (T2V, "960x960", False),
+        (I2V, "1280x720", True),
+    ]

@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from ..auth import Client
 from ..chat_video import follow, video_chat_request
 from ..generate import GeneratedImage
-from ..jobs import VideoJob
+from ..jobs import VideoJob, VideoRequest
 from ..observability import note_of
 from ..protocol import ChatCompletionRequest
 from ..render.chat import ChatStream, completion, new_completion_id
@@ -32,11 +32,7 @@ async def video_chat(
 ) -> Response:
     settings = services.settings
     video = await video_chat_request(body, videos=settings.video_models, inputs=services.inputs)
-    # Shielded: a client leaving mid-submit must not stop it between SiliconFlow accepting the
-    # video (and billing it once made) and the job's record, which is what follows it.
-    job = await asyncio.shield(
-        services.videos.submit(client, video, note_of(request), endpoint="chat")
-    )
+    job = await _submitted(request, services, client, video)
     url_for = url_maker(request, services)
 
     def link_for(name: str) -> str:
@@ -74,6 +70,33 @@ async def video_chat(
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
+async def _submitted(
+    request: Request, services: Services, client: Client, video: VideoRequest
+) -> VideoJob:
+    """The submitted job. Shielded: a client leaving mid-submit must not stop it between
+    SiliconFlow accepting the video (and billing it once made) and the job's record. A shutdown
+    that stops the request then still gets the job answered (not a 503, whose retry would be a
+    second video)."""
+    submitting = asyncio.ensure_future(
+        services.videos.submit(client, video, note_of(request), endpoint="chat")
+    )
+    try:
+        return await asyncio.shield(submitting)
+    except asyncio.CancelledError:
+        if not request.app.state.drain.closing.is_set():
+            raise
+        _absorb_shutdown()
+        return await submitting
+
+
+def _absorb_shutdown() -> None:
+    """The drain stopped this request: it ends with an answer instead (DrainMiddleware then
+    sends it as it is)."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.uncancel()
+
+
 async def _answered(
     request: Request, services: Services, client: Client, job: VideoJob, link_for: LinkFor
 ) -> Response:
@@ -93,9 +116,7 @@ async def _answered(
             raise
         # The shutdown is ending: answered with the job as it was (not a 503, whose retry would
         # be a second video), since the job goes on after a restart.
-        task = asyncio.current_task()
-        assert task is not None
-        task.uncancel()
+        _absorb_shutdown()
     finally:
         watch.stop()
     result = completion(
