@@ -102,11 +102,22 @@ class VideoPoller:
 
     async def _run(self) -> None:
         tick = min(1.0, self.settings.video_poll_seconds)
+        failing = False
         while True:
             try:
                 await self._claim()
             except Exception as exc:  # noqa: BLE001 - a database outage: try again next tick
-                logger.warning("video poller could not claim jobs: %s", exc.__class__.__name__)
+                if not failing:
+                    logger.warning(
+                        "video jobs: the database did not answer (%s); polling resumes when it "
+                        "does",
+                        exc.__class__.__name__,
+                    )
+                failing = True
+            else:
+                if failing:
+                    logger.info("video jobs: the database answers again")
+                failing = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.service.submitted.wait(), tick)
             self.service.submitted.clear()
