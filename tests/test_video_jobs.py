@@ -365,3 +365,20 @@ async def test_with_retention_the_files_expire_and_the_job_says_when(
     assert done.completed_at is not None
     assert done.expires_at == done.completed_at + 2 * 86400
     assert finished_ok == 1
+
+
+async def test_a_made_video_that_cannot_be_downloaded_in_time_fails_and_is_refunded(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    fake.add_fault("status", target="video_download", status=500, count=1000)
+    async with service(fake, tmp_path, video_timeout_seconds=1.0) as running:
+        videos = running.services.videos
+        job = await videos.submit(ALICE, video(), note(), endpoint="videos")
+        done = await finished(videos, ALICE, job.id)
+        assert done.status == "failed" and done.error is not None
+        assert done.error.code == "video_timeout"
+        assert await spent_today(running) == 0
+        (row,) = await ledger_rows(running.services.database.engine)
+    # SiliconFlow made it (and billed it): the record says what the operator paid.
+    assert fake.billing.total() == PRICE
+    assert (row["images_made"], row["cost"], row["charged"]) == (1, PRICE, 0)
