@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from sfproxy.errors import (
+    BudgetExceededError,
     ConflictError,
     InvalidRequestError,
     NotFoundError,
@@ -336,3 +337,48 @@ async def test_progress_is_estimated_while_in_progress_and_says_when_to_poll(
         # The next poll backs off: half again as long as the first wait.
         assert 2000 <= videos.poll_after_ms(moved) <= 2250
         assert running.metric("sfproxy_video_jobs_in_flight") == 1
+
+
+async def test_a_video_over_the_budget_is_refused_before_siliconflow_sees_it(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    fake.videos.hold()
+    async with service(fake, tmp_path, client_daily_budget="3") as running:
+        videos = running.services.videos
+        await videos.submit(ALICE, video(), note(), endpoint="videos")
+        with pytest.raises(BudgetExceededError, match="this request would cost 2.00 CNY"):
+            await videos.submit(ALICE, video(), note(), endpoint="videos")
+        assert await spent_today(running) == PRICE
+    assert len(fake.videos.jobs()) == 1
+
+
+async def test_with_retention_the_files_expire_and_the_job_says_when(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    async with service(fake, tmp_path, image_retention_days=2) as running:
+        videos = running.services.videos
+        job = await videos.submit(ALICE, video(), note(), endpoint="videos")
+        done = await finished(videos, ALICE, job.id)
+        finished_ok = running.metric(
+            "sfproxy_video_jobs_finished_total", model=T2V, status="completed"
+        )
+    assert done.completed_at is not None
+    assert done.expires_at == done.completed_at + 2 * 86400
+    assert finished_ok == 1
+
+
+async def test_a_made_video_that_cannot_be_downloaded_in_time_fails_and_is_refunded(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    fake.add_fault("status", target="video_download", status=500, count=1000)
+    async with service(fake, tmp_path, video_timeout_seconds=1.0) as running:
+        videos = running.services.videos
+        job = await videos.submit(ALICE, video(), note(), endpoint="videos")
+        done = await finished(videos, ALICE, job.id)
+        assert done.status == "failed" and done.error is not None
+        assert done.error.code == "video_timeout"
+        assert await spent_today(running) == 0
+        (row,) = await ledger_rows(running.services.database.engine)
+    # SiliconFlow made it (and billed it): the record says what the operator paid.
+    assert fake.billing.total() == PRICE
+    assert (row["images_made"], row["cost"], row["charged"]) == (1, PRICE, 0)

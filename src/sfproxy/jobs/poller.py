@@ -102,11 +102,22 @@ class VideoPoller:
 
     async def _run(self) -> None:
         tick = min(1.0, self.settings.video_poll_seconds)
+        failing = False
         while True:
             try:
                 await self._claim()
             except Exception as exc:  # noqa: BLE001 - a database outage: try again next tick
-                logger.warning("video poller could not claim jobs: %s", exc.__class__.__name__)
+                if not failing:
+                    logger.warning(
+                        "video jobs: the database did not answer (%s); polling resumes when it "
+                        "does",
+                        exc.__class__.__name__,
+                    )
+                failing = True
+            else:
+                if failing:
+                    logger.info("video jobs: the database answers again")
+                failing = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.service.submitted.wait(), tick)
             self.service.submitted.clear()
@@ -124,7 +135,9 @@ class VideoPoller:
 
     async def _follow(self, row: Row) -> None:
         """One turn of a job: poll it, and finish it or schedule its next poll."""
-        renewing = asyncio.create_task(self._renew(row["id"]))
+        current = asyncio.current_task()
+        assert current is not None
+        renewing = asyncio.create_task(self._renew(row["id"], current))
         try:
             try:
                 await self._turn(row)
@@ -142,13 +155,16 @@ class VideoPoller:
             renewing.cancel()
         self.service.changed(row["id"])
 
-    async def _renew(self, job_id: str) -> None:
+    async def _renew(self, job_id: str, turn: asyncio.Task[Any]) -> None:
         lease = self.settings.video_lease_seconds
         while True:
             await asyncio.sleep(lease / 3)
             try:
                 if not await self.repository.renew(job_id, self.owner, lease):
+                    # This instance was too slow to renew it: another has the job now, and
+                    # this turn's work (a download, say) would only be done twice.
                     logger.warning("video job %s: lease lost to another instance", job_id)
+                    turn.cancel()
                     return
             except Exception as exc:  # noqa: BLE001 - the next renewal may work
                 logger.warning("video job %s: lease not renewed: %s", job_id, exc)
@@ -187,17 +203,18 @@ class VideoPoller:
             )
         if status.status == "Succeed":
             # Even past the timeout: it is made (and billed), so it is worth delivering.
-            await self._complete(row, status)
+            await self._complete(row, status, age)
             return
         self._check_age(age)
         await self._again(row, self._progress(row, status))
 
-    def _check_age(self, age: float) -> None:
+    def _check_age(self, age: float, *, made: int = 0) -> None:
         if age > self.settings.video_timeout_seconds:
             raise JobFailed(
                 "video_timeout",
                 f"The video was not finished within VIDEO_TIMEOUT_SECONDS "
                 f"({self.settings.video_timeout_seconds:g} s); nothing is charged.",
+                made=made,
                 status=504,
             )
 
@@ -228,10 +245,12 @@ class VideoPoller:
         }
         await self.repository.update(row["id"], self.owner, values)
 
-    async def _complete(self, row: Row, status: VideoStatus) -> None:
+    async def _complete(self, row: Row, status: VideoStatus, age: float) -> None:
         assert status.url is not None
         data = await self._download(status.url, row)
         if data is None:
+            # Made, and billed, but not downloadable yet: tried again, within the timeout.
+            self._check_age(age, made=1)
             await self._again(row, {})
             return
         try:

@@ -128,6 +128,8 @@ class VideoJobs:
             )
             await reservation.settle(0)
             await spend.settle(0)
+            note.delivered, note.refunded = 0, 1
+            self._record_refused(client, request, note, endpoint, 503)
             raise DatabaseUnavailableError(
                 "The video was submitted but could not be recorded (the database did not "
                 "answer); nothing is charged. Try again."
