@@ -30,7 +30,7 @@ def test_other_databases_are_refused() -> None:
 
 async def test_start_migrates_to_the_tables_and_again_is_a_no_op(database_url: str) -> None:
     async with Database.open(database_url) as database:
-        assert await migrate.current(database.engine) == migrate.head() == "0001"
+        assert await migrate.current(database.engine) == migrate.head() == "0002"
         await database.ping()
         async with database.engine.connect() as connection:
             differences = await connection.run_sync(
@@ -38,7 +38,7 @@ async def test_start_migrates_to_the_tables_and_again_is_a_no_op(database_url: s
             )
         assert differences == []
     async with Database.open(database_url) as again:
-        assert await migrate.current(again.engine) == "0001"
+        assert await migrate.current(again.engine) == "0002"
 
 
 async def test_instances_starting_together_migrate_once(database_url: str) -> None:
@@ -46,4 +46,4 @@ async def test_instances_starting_together_migrate_once(database_url: str) -> No
         async with Database.open(database_url) as database:
             return await migrate.current(database.engine)
 
-    assert await asyncio.gather(*(start() for _ in range(4))) == ["0001"] * 4
+    assert await asyncio.gather(*(start() for _ in range(4))) == ["0002"] * 4

@@ -8,7 +8,8 @@ Spend is counted per key and calendar period (the day from 00:00 UTC, the month 
 in millionths of the currency, as integers, so that no amount is lost to floats. Counters live
 in memory, or in Redis with `REDIS_URL` so that every instance agrees (`spend_counters.py`). A
 period's counter that is missing (a restart without Redis, a flushed Redis) is seeded from the
-ledger: the sum of what the key was charged in that period.
+ledger: the sum of what the key was charged in that period, and the price of its video jobs
+submitted in it and not settled yet (they are in no ledger record until they finish).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .auth import Client
-from .db.tables import ledger
+from .db.tables import ledger, video_jobs
 from .errors import BudgetExceededError, InvalidRequestError
 from .metrics import Metrics
 from .prices import Prices
@@ -283,11 +284,22 @@ class Budgets:
             ledger.c.at >= window.start,
             ledger.c.at < window.end,
         )
+        # A video job's record is written when it settles, dated when it was submitted (so it
+        # lands in this same period); until then its reserved price is counted from its row.
+        pending = select(func.sum(video_jobs.c.price_micros)).where(
+            video_jobs.c.owner == client.label,
+            video_jobs.c.currency == self.prices.currency,
+            video_jobs.c.settled.is_(False),
+            video_jobs.c.created_at >= window.start,
+            video_jobs.c.created_at < window.end,
+        )
         async with asyncio.timeout(SEED_TIMEOUT):
             async with self.engine.connect() as connection:
                 total = (await connection.execute(query)).scalar_one()
+                held = (await connection.execute(pending)).scalar_one()
         # SQLite sums NUMERIC as a float: rounding to millionths gives back the exact sum.
-        return 0 if total is None else to_micros(Decimal(str(total)))
+        charged = 0 if total is None else to_micros(Decimal(str(total)))
+        return charged + int(held or 0)
 
     def _refused(
         self,

@@ -30,12 +30,11 @@ from typing import Literal
 from pydantic_core import PydanticCustomError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
 
 from .auth import Client
 from .budgets import NO_SPEND, Budgets, Spend
 from .catalogue import plan_batches
-from .errors import DeadlineError, InvalidRequestError, ProxyError
+from .errors import DeadlineError, InvalidRequestError
 from .generate import Generation, ImageGenerator, Progress
 from .handover import Flight, Flights, job_key
 from .ledger import Ledger, LedgerRecord, ledger_client
@@ -43,15 +42,12 @@ from .limits import ClientLimits, Reservation
 from .metrics import Metrics
 from .observability import RequestNote, note_of
 from .plan import INPUT_IMAGE_FIELDS, ImageJob, Plan
+from .settling import CLIENT_LEFT, ClientWatch, SettlingResponse, status_of
 from .validation import invalid_param
 
 Render = Callable[[Generation], Awaitable[Response]]
 # The entry point a ticket was opened for, as the ledger names it.
-Endpoint = Literal["images", "edits", "chat", "responses", "mcp"]
-# The status recorded for a request whose client left before its answer was sent.
-CLIENT_LEFT = 499
-# Seconds into a non-streamed request after which a client's disconnect is watched for.
-WATCH_AFTER = 0.2
+Endpoint = Literal["images", "edits", "chat", "responses", "mcp", "videos"]
 
 
 class Corridor:
@@ -111,14 +107,9 @@ class Corridor:
         self, plan: Plan, client: Client, note: RequestNote, *, endpoint: Endpoint
     ) -> Ticket:
         """Reserve the plan's images and their cost: the ticket now owns that money."""
-        # Here, because every entry point comes here with the model resolved, before any work.
-        client.require_model(plan.job.model, plan.job.requested_model)
-        spend = await self.budgets.reserve(client, plan.job.model, plan.requested)
-        try:
-            reservation = await self.limits.reserve_images(client, plan.requested)
-        except BaseException:
-            await spend.settle(0)
-            raise
+        spend, reservation = await self.reserve(
+            client, plan.job.model, plan.job.requested_model, plan.requested
+        )
         note.model = plan.job.model
         note.model_requested = plan.job.requested_model
         note.prompt = plan.job.prompt
@@ -133,6 +124,22 @@ class Corridor:
             note=note,
             deadline=time.monotonic() + self.request_timeout,
         )
+
+    async def reserve(
+        self, client: Client, model: str, requested_model: str | None, images: int
+    ) -> tuple[Spend, Reservation]:
+        """What every request (images, or a video job) holds before any upstream work: the
+        key's right to the model, `images` at the model's price against its budgets, and
+        against its images-per-day limit (429 if over either)."""
+        # Here, because every entry point comes here with the model resolved, before any work.
+        client.require_model(model, requested_model)
+        spend = await self.budgets.reserve(client, model, images)
+        try:
+            reservation = await self.limits.reserve_images(client, images)
+        except BaseException:
+            await spend.settle(0)
+            raise
+        return spend, reservation
 
     async def answer(
         self, request: Request, client: Client, plan: Plan, render: Render, *, endpoint: Endpoint
@@ -307,103 +314,3 @@ class Ticket:
         note.upstream_seconds = generation.upstream_seconds
         note.queue_seconds = generation.queue_seconds
         note.failed_calls = generation.failed_calls
-
-
-class ClientWatch:
-    """Cancels the request's task when its client disconnects before the answer is sent.
-
-    Uvicorn does not stop a handler whose client has gone; this reads the request's channel,
-    which says `http.disconnect` when the connection closes (the body was already read).
-    Watching starts `WATCH_AFTER` seconds into the request: most answers are sent sooner, and
-    a timer costs them less than a task would (at concurrency 1 the task showed in the
-    benchmark's CPU per request). A client that leaves earlier is noticed then.
-    """
-
-    def __init__(self, request: Request) -> None:
-        self.left = False
-        self.finishing = False
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self._receive = request.receive
-        self._watcher: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            WATCH_AFTER, self._start
-        )
-
-    def _start(self) -> None:
-        self._timer = None
-        self._watcher = asyncio.ensure_future(self._watch())
-
-    async def _watch(self) -> None:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                break
-        if not self.finishing:
-            self.left = True
-            self._task.cancel()
-
-    def absorb_cancellation(self) -> None:
-        self._task.uncancel()
-        self.stop()
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
-
-
-class SettlingResponse(Response):
-    """Sends a response, then settles its ticket: what reached the client is what it pays."""
-
-    def __init__(
-        self, inner: Response, ticket: Ticket, watch: ClientWatch | None, images: int
-    ) -> None:
-        self.inner = inner
-        self.ticket = ticket
-        self.watch = watch
-        self.images = images
-        self.status_code = inner.status_code
-        self.background = None
-        self.raw_headers = inner.raw_headers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        watch = self.watch
-
-        async def sending(message: Message) -> None:
-            if watch is not None and message["type"] == "http.response.body":
-                if not message.get("more_body", False):
-                    watch.finishing = True
-            await send(message)
-
-        self.inner.background = self.background
-        status = self.status_code
-        try:
-            await self.inner(scope, receive, sending)
-            if watch is not None and not watch.left:
-                self.ticket.deliver(self.images)
-            elif watch is not None:
-                status = CLIENT_LEFT
-        except asyncio.CancelledError:
-            status = CLIENT_LEFT
-            if watch is None or not watch.left:
-                raise
-            watch.absorb_cancellation()
-        except BaseException as exc:
-            status = status_of(exc)
-            raise
-        finally:
-            if watch is not None:
-                watch.stop()
-            await self.ticket.close(status)
-
-
-def status_of(exc: BaseException) -> int:
-    """The HTTP status the error handler answers an exception with (499: the client left)."""
-    if isinstance(exc, ProxyError):
-        return exc.status_code
-    return CLIENT_LEFT if isinstance(exc, asyncio.CancelledError) else 500

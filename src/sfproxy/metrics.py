@@ -93,6 +93,30 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.video_jobs_submitted = Counter(
+            "sfproxy_video_jobs_submitted_total",
+            "Video jobs SiliconFlow accepted, by model.",
+            ["model"],
+            registry=registry,
+        )
+        self.video_jobs_finished = Counter(
+            "sfproxy_video_jobs_finished_total",
+            "Video jobs finished by this instance's poller, by model and final status.",
+            ["model", "status"],
+            registry=registry,
+        )
+        self.video_jobs_in_flight = Gauge(
+            "sfproxy_video_jobs_in_flight",
+            "Video jobs not yet finished, across all instances (as the database holds them).",
+            multiprocess_mode="max",
+            registry=registry,
+        )
+        self.video_status_polls = Counter(
+            "sfproxy_video_status_polls_total",
+            "SiliconFlow video status calls, by the status read (or error, refused).",
+            ["outcome"],
+            registry=registry,
+        )
         self.handovers = Counter(
             "sfproxy_handovers_total",
             "Requests that took over the generation of an identical request whose client left.",

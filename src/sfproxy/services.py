@@ -20,6 +20,10 @@ from .errors import ImageStoreError
 from .formats import OutputFormats
 from .generate import ImageGenerator
 from .inputs import InputImages
+from .jobs.money import JobMoney
+from .jobs.poller import VideoPoller
+from .jobs.repository import JobRepository
+from .jobs.service import VideoJobs
 from .ledger import Ledger, LedgerOff, LedgerWriter, remove_old_records
 from .limits import ClientLimits, WindowCounter, make_counter
 from .metrics import Metrics
@@ -33,6 +37,7 @@ from .store.local import LocalImageStore
 from .upstream_keys import KeyPool
 from .upstream_slots import RedisSlots
 from .upstream_state import RedisPoolState
+from .upstream_video import VideoUpstream
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,8 @@ class Services:
     # Client keys and the usage ledger (DATABASE_URL, else SQLite in the data directory).
     database: Database
     ledger: Ledger
+    # Video jobs (jobs/): every video entry point's one service.
+    videos: VideoJobs
 
     @property
     def catalogue(self) -> Catalogue:
@@ -209,6 +216,26 @@ class Services:
                 ledger=ledger,
             )
             stack.push_async_callback(corridor.flights.close)
+            videos = VideoJobs(
+                JobRepository(database.engine),
+                VideoUpstream(client, max_bytes=settings.video_max_bytes),
+                corridor,
+                pacer,
+                store,
+                settings,
+            )
+            poller = VideoPoller(
+                videos.repository,
+                videos.upstream,
+                store,
+                JobMoney(spend, limits, ledger, metrics),
+                videos,
+                settings,
+                metrics,
+            )
+            poller.start()
+            # Stopped first: nothing it does is left half-done (a job's lease runs out instead).
+            stack.push_async_callback(poller.stop)
             yield cls(
                 settings=settings,
                 models=models,
@@ -229,6 +256,7 @@ class Services:
                 budgets=budgets,
                 database=database,
                 ledger=ledger,
+                videos=videos,
             )
 
 

@@ -185,6 +185,14 @@ class Settings(BaseSettings):
     # "off" writes no ledger records (the spend metrics still count): for an operator who wants
     # no record of requests, and the benchmark's baseline for what the ledger costs.
     ledger: Literal["on", "off"] = "on"
+    # Video jobs (jobs/): the first status poll after a submit and the back-off's start, its
+    # ceiling, how long a job may take in all, the largest MP4 downloaded, and how long a
+    # poller's claim on a job lasts when its instance stops renewing it (it died).
+    video_poll_seconds: float = Field(default=5.0, gt=0)
+    video_poll_max_seconds: float = Field(default=30.0, gt=0)
+    video_timeout_seconds: float = Field(default=3600.0, gt=0)
+    video_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    video_lease_seconds: float = Field(default=60.0, ge=1)
 
     metrics_token: SecretStr | None = None
     # Keys for /admin/... (commas/whitespace), distinct from client keys; none: /admin is 404.

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from ..observability import RequestNote
     from ..store import StoredImage
 
+# The label of the client an admin key (ADMIN_KEYS) is on `/v1/videos…`: it sees every job. No
+# client key's label can be this (they are `key-…`, `ck_…`, `ip-…` or "anonymous").
+ADMIN_LABEL = "admin"
+
 # The video object's `status`, as OpenAI's SDKs type it.
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
 FINISHED: frozenset[VideoStatus] = frozenset({"completed", "failed"})
@@ -68,6 +72,7 @@ class VideoJob:
     video: str | None = None  # the store's name of the MP4, once completed
     poster: str | None = None  # the store's name of the poster frame, once completed
     expires_at: int | None = None  # set only when retention removes the files
+    poll_at: float | None = None  # Unix seconds of its next status poll, while unfinished
 
     @property
     def finished(self) -> bool:

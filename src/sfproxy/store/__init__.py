@@ -2,7 +2,8 @@
 
 SiliconFlow's own image URLs expire after an hour. Every image is downloaded once, right after
 generation, and kept here under a random, unguessable name; `/v1/files/images/{name}` serves it
-(or, with `IMAGE_PUBLIC_BASE_URL`, a bucket or CDN does).
+(or, with `IMAGE_PUBLIC_BASE_URL`, a bucket or CDN does). Video jobs keep their MP4s (and
+poster frames) here too, beside the images, under names of the same kind.
 
 Backends, chosen by `IMAGE_STORE`: `local` (files under `IMAGE_DIR`), `s3://bucket/prefix`
 (any S3-compatible store), and `off` (upstream URLs passed through, as the original did).
@@ -15,11 +16,16 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..images import EXTENSIONS, MEDIA_TYPES
+from ..images import EXTENSIONS as IMAGE_EXTENSIONS
+from ..images import MEDIA_TYPES as IMAGE_MEDIA_TYPES
 
+MP4 = "video/mp4"
+# Extension by media type of everything the store keeps: images, and the videos of jobs.
+EXTENSIONS = IMAGE_EXTENSIONS | {MP4: "mp4"}
+MEDIA_TYPES = IMAGE_MEDIA_TYPES | {"mp4": MP4}
 # 128 random bits, hex-encoded, and a known extension: nothing else is ever a valid name, so
 # no request can reach outside the store.
-NAME_PATTERN = re.compile(r"^[0-9a-f]{32}\.(png|jpg|webp|gif)$")
+NAME_PATTERN = re.compile(r"^[0-9a-f]{32}\.(png|jpg|webp|gif|mp4)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,10 @@ class ImageStore(Protocol):
         """Remove images stored before the Unix time `cutoff`; return how many."""
         ...
 
+    async def delete(self, name: str) -> None:
+        """Remove one file (a deleted video's); nothing happens if it is not there."""
+        ...
+
     async def check(self, *, min_free_bytes: int = 0) -> None:
         """Raise ImageStoreError unless the store can be written now (for /readyz).
 
@@ -122,6 +132,9 @@ class NoImageStore:
 
     async def delete_older_than(self, cutoff: float) -> int:
         return 0
+
+    async def delete(self, name: str) -> None:
+        pass
 
     async def check(self, *, min_free_bytes: int = 0) -> None:
         pass

@@ -86,6 +86,14 @@ class LocalImageStore:
             raise ImageStoreError(f"The image could not be read ({exc.strerror}).") from None
         return StoredImage(name=name, media_type=media_type_of(name), data=data)
 
+    async def delete(self, name: str) -> None:
+        if not is_valid_name(name):
+            return
+        try:
+            await asyncio.to_thread(self._path(name).unlink, missing_ok=True)
+        except OSError as exc:
+            raise ImageStoreError(f"The file could not be removed ({exc.strerror}).") from None
+
     async def delete_older_than(self, cutoff: float) -> int:
         try:
             return await asyncio.to_thread(self._delete_older_than, cutoff)

@@ -244,6 +244,14 @@ class S3ImageStore:
             raise ImageStoreError(self._failure("read the image", exc)) from None
         return StoredImage(name=name, media_type=media_type_of(name), data=data)
 
+    async def delete(self, name: str) -> None:
+        if not is_valid_name(name):
+            return
+        try:
+            await self._s3.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except _FAILURES as exc:
+            raise ImageStoreError(self._failure("delete the file", exc)) from None
+
     async def delete_older_than(self, cutoff: float) -> int:
         removed = 0
         paginator = self._s3.get_paginator("list_objects_v2")

@@ -1,0 +1,173 @@
+"""SiliconFlow's asynchronous video API: submit a job, read its status, download its MP4.
+
+Built on the SiliconFlow client (siliconflow.py): its connection pool, key pool and mapping of
+failures to `UpstreamError`s (each saying whether SiliconFlow may have billed). A submit is
+one attempt per key: a refusal that is the key's own (429, 401, 403) moves it to another key
+at once, as a generation does; whether to try again after anything else is the caller's
+decision (jobs/service.py). A status is read with the key of the account that submitted the
+job, since SiliconFlow knows a job only to that account.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+
+from .errors import UpstreamBadResponseError, UpstreamConnectionError, UpstreamError
+from .siliconflow import SiliconFlowClient
+from .upstream_accounts import account_label
+from .upstream_keys import UpstreamKey
+
+logger = logging.getLogger(__name__)
+
+UpstreamStatus = Literal["InQueue", "InProgress", "Succeed", "Failed"]
+_STATUSES: frozenset[str] = frozenset({"InQueue", "InProgress", "Succeed", "Failed"})
+# A status answer is a few hundred bytes; anything this large is not one.
+MAX_STATUS_BYTES = 1024 * 1024
+CHUNK_BYTES = 256 * 1024
+
+
+class ResultGoneError(UpstreamBadResponseError):
+    """The result's signed URL answered 403 or 404: it expired before it was downloaded."""
+
+    default_code = "video_url_expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    request_id: str
+    key: str  # the submitting key's label, never the key
+    account: str  # its account's label
+
+
+@dataclass(frozen=True, slots=True)
+class VideoStatus:
+    status: UpstreamStatus
+    reason: str | None
+    url: str | None  # the MP4, once `Succeed`
+
+
+class VideoUpstream:
+    def __init__(self, client: SiliconFlowClient, *, max_bytes: int) -> None:
+        self.client = client
+        self.max_bytes = max_bytes
+
+    def key_by_label(self, label: str) -> UpstreamKey | None:
+        """The configured key with this label (None: it was removed from the configuration)."""
+        return next((key for key in self.client.keys.keys if key.label == label), None)
+
+    async def submit(self, payload: dict[str, Any], *, queued_at: float) -> Submitted:
+        """One `POST /video/submit`, on another key after a refusal that was the key's."""
+        model = str(payload.get("model", ""))
+        body = orjson.dumps(payload)
+        keys = self.client.keys
+        failure: UpstreamError | None = None
+        for _ in range(len(keys.keys)):
+            held = await keys.choose(model, queued_at=queued_at)
+            try:
+                raw = await self._post("/video/submit", body, held.secret)
+            except UpstreamError as exc:
+                failure = exc
+                if not await keys.failed(held.key, model, exc):
+                    raise
+                logger.info("SiliconFlow video submit for %s moves to another key", model)
+                continue
+            finally:
+                await keys.release(held)
+            request_id = _field(raw, "requestId")
+            if not isinstance(request_id, str) or not request_id or len(request_id) > 128:
+                # Sent and answered: SiliconFlow may have started (and will bill) a job we
+                # cannot name, so this is not tried again.
+                raise UpstreamBadResponseError("SiliconFlow's submit answer has no requestId.")
+            return Submitted(request_id, held.key.label, account_label(held.key.account))
+        # Every key was refused: the pool says why none is left (as generations do).
+        await keys.release(await keys.choose(model))
+        assert failure is not None
+        raise failure
+
+    async def status(self, key: UpstreamKey, request_id: str) -> VideoStatus:
+        """One `POST /video/status` with the submitting account's key."""
+        raw = await self._post("/video/status", orjson.dumps({"requestId": request_id}), key.secret)
+        status = _field(raw, "status")
+        if status not in _STATUSES:
+            raise UpstreamBadResponseError(f"SiliconFlow's video status is unknown: {status!r}.")
+        reason = _field(raw, "reason")
+        url = None
+        if status == "Succeed":
+            results = _field(raw, "results")
+            videos = results.get("videos") if isinstance(results, dict) else None
+            first = videos[0] if isinstance(videos, list) and videos else None
+            url = first.get("url") if isinstance(first, dict) else None
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise UpstreamBadResponseError("SiliconFlow's finished video has no URL.")
+        return VideoStatus(status, reason if isinstance(reason, str) and reason else None, url)
+
+    async def download(self, url: str) -> bytes:
+        """The MP4 behind a result URL, refused past `max_bytes` before it is all read."""
+        started = time.perf_counter()
+        client = self.client
+        async with client._request("GET", url) as response:
+            if response.status in (403, 404):
+                raise ResultGoneError(
+                    f"SiliconFlow's video URL answered {response.status}: the result's URL "
+                    "expired before it could be downloaded.",
+                    upstream_status=response.status,
+                    maybe_billed=True,
+                )
+            if response.status != 200:
+                raw = await client._read(response)
+                raise client._error_for(response.status, raw, response.headers, None)
+            if (response.content_length or 0) > self.max_bytes:
+                raise self._too_large()
+            data = bytearray()
+            try:
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    data += chunk
+                    if len(data) > self.max_bytes:
+                        raise self._too_large()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise UpstreamConnectionError(
+                    f"The video download from SiliconFlow failed ({exc.__class__.__name__})."
+                ) from None
+            if response.content_length is not None and len(data) != response.content_length:
+                raise UpstreamConnectionError("SiliconFlow's video arrived cut off.")
+        logger.info("video downloaded: %d bytes in %.1fs", len(data), time.perf_counter() - started)
+        return bytes(data)
+
+    def _too_large(self) -> UpstreamBadResponseError:
+        return UpstreamBadResponseError(
+            f"SiliconFlow's video is larger than VIDEO_MAX_BYTES ({self.max_bytes} bytes)."
+        )
+
+    async def _post(self, path: str, body: bytes, secret: str) -> dict[str, Any]:
+        # The client's own transport and error mapping, shared rather than copied.
+        client = self.client
+        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        url = f"{client.base_url}{path}"
+        async with client._request("POST", url, data=body, headers=headers) as response:
+            if (response.content_length or 0) > MAX_STATUS_BYTES:
+                raise UpstreamBadResponseError(f"SiliconFlow's answer to {path} is too large.")
+            raw = await client._read(response)
+            if response.status != 200:
+                trace_id = response.headers.get("x-siliconcloud-trace-id")
+                raise client._error_for(response.status, raw, response.headers, trace_id)
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise UpstreamBadResponseError(f"SiliconFlow's answer to {path} is not a JSON object.")
+        return parsed
+
+
+def _field(raw: dict[str, Any], name: str) -> Any:
+    """A field of SiliconFlow's answer, at the top or (as some of its APIs nest) under `data`."""
+    if name in raw:
+        return raw[name]
+    data = raw.get("data")
+    return data.get(name) if isinstance(data, dict) else None
