@@ -45,6 +45,10 @@ def _fresh_fake(request: pytest.FixtureRequest) -> Iterator[None]:
     upstream.clear_requests()
     upstream.clear_downloads()
     upstream.configure(latency=0.0, download_latency=0.0, image_format="png", image_min_bytes=0)
+    upstream.configure(
+        video_queue_seconds=0.0, video_progress_seconds=0.3, video_url_ttl_seconds=600.0
+    )
+    upstream.videos.reset()
     yield
     upstream.clear_faults()
 

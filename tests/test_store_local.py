@@ -149,3 +149,17 @@ def test_public_url_is_none(tmp_path):
     # Local images are served by the proxy itself, at /v1/files/images/{name}.
     store = LocalImageStore(tmp_path)
     assert store.public_url("0123456789abcdef0123456789abcdef.png") is None
+
+
+async def test_an_mp4_is_kept_with_its_type_and_deleted_alone(store):
+    mp4 = b"\x00\x00\x00\x18ftypmp42" + bytes(range(64))
+    name = await store.put(mp4, "video/mp4")
+    other = await store.put(PNG, "image/png")
+    kept = await store.get(name)
+    await store.delete(name)
+    await store.delete(name)  # already gone: nothing happens
+
+    assert name.endswith(".mp4") and is_valid_name(name)
+    assert kept is not None and kept.data == mp4 and kept.media_type == "video/mp4"
+    assert await store.get(name) is None
+    assert await store.get(other) is not None

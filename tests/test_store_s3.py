@@ -276,3 +276,18 @@ def test_from_settings_reads_the_aws_alias_variables(monkeypatch):
     store = S3ImageStore.from_settings(load_settings())
     assert store.endpoint_url == "http://127.0.0.1:9000"
     assert store.region == "eu-central-1"
+
+
+async def test_an_mp4_is_kept_served_with_its_type_and_deleted_alone(s3_bucket):
+    mp4 = b"\x00\x00\x00\x18ftypmp42" + secrets.token_bytes(64)
+    async with started(s3_bucket.store()) as store:
+        name = await store.put(mp4, "video/mp4")
+        other = await store.put(PNG, "image/png")
+        kept = await store.get(name)
+        await store.delete(name)
+        await store.delete(name)  # already gone: nothing happens
+        assert await store.get(name) is None
+
+    assert name.endswith(".mp4") and is_valid_name(name)
+    assert kept is not None and kept.data == mp4 and kept.media_type == "video/mp4"
+    assert sorted(s3_bucket.keys()) == [other]

@@ -20,6 +20,7 @@ from PIL import Image
 
 from sfproxy.errors import (
     ConflictError,
+    InvalidRequestError,
     NotFoundError,
     UpstreamRateLimitError,
     UpstreamTimeoutError,
@@ -289,3 +290,49 @@ async def test_a_submit_that_hangs_is_never_sent_again(
     submits = [r for r in fake.requests if r.path.endswith("/video/submit")]
     assert len(submits) == 1
     assert (row["status"], row["images_delivered"], row["images_refunded"]) == (504, 0, 1)
+
+
+async def test_without_an_image_store_a_video_is_refused_before_anything_is_held(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    async with service(fake, tmp_path, image_store="off") as running:
+        with pytest.raises(InvalidRequestError, match=r"IMAGE_STORE=off") as refused:
+            await running.services.videos.submit(ALICE, video(), note(), endpoint="videos")
+        assert refused.value.code == "videos_need_an_image_store"
+        assert await spent_today(running) == 0
+    assert fake.videos.jobs() == []
+
+
+async def test_status_errors_and_a_dropped_download_are_tried_again(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    fake.add_fault("status", target="video_status", status=500, count=2)
+    fake.add_fault("status", target="video_status", status=429, retry_after=1)
+    fake.add_fault("drop", target="video_download")
+    async with service(fake, tmp_path) as running:
+        videos = running.services.videos
+        job = await videos.submit(ALICE, video(), note(), endpoint="videos")
+        done = await finished(videos, ALICE, job.id)
+        assert done.status == "completed"
+        assert running.metric("sfproxy_video_status_polls_total", outcome="error") == 3
+        assert running.metric("sfproxy_video_status_polls_total", outcome="Succeed") == 1
+    (upstream_job,) = fake.videos.jobs()
+    # The faults answered the first three; by the fourth (0.65 s in at the earliest) the job
+    # was done: one status call reached it, and one download, after the dropped one.
+    assert len(upstream_job.status_calls) == 1 and upstream_job.downloads == 1
+    assert fake.billing.total() == PRICE
+
+
+async def test_progress_is_estimated_while_in_progress_and_says_when_to_poll(
+    fake: FakeSiliconFlow, tmp_path: Path
+) -> None:
+    fake.videos.hold()
+    async with service(fake, tmp_path, video_poll_seconds=1.5, video_poll_max_seconds=3) as running:
+        videos = running.services.videos
+        job = await videos.submit(ALICE, video(), note(), endpoint="videos")
+        assert 1400 <= videos.poll_after_ms(job) <= 1500
+        moved = await videos.wait(ALICE, job.id, timeout=10)
+        assert moved.status == "in_progress" and 1 <= moved.progress <= 99
+        # The next poll backs off: half again as long as the first wait.
+        assert 2000 <= videos.poll_after_ms(moved) <= 2250
+        assert running.metric("sfproxy_video_jobs_in_flight") == 1

@@ -47,6 +47,7 @@ from .routes import (
     playground,
     usage,
     variations,
+    videos,
 )
 from .routes import responses as responses_route
 from .routes.admin_usage import router as admin_usage_router
@@ -113,6 +114,7 @@ def create_app(settings: Settings, *, upstream_session: SessionFactory | None = 
         admin,
         admin_keys,
         usage,
+        videos,
     ):
         app.include_router(module.router)
     app.include_router(admin_usage_router)

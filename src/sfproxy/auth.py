@@ -58,6 +58,9 @@ class Client:
     rpm: int | None = None
     images_per_day: int | None = None
     models: tuple[str, ...] | None = None
+    # An operator's key (ADMIN_KEYS) reading jobs on /v1 (routes.common.identify): it sees
+    # every client's videos, and makes nothing.
+    admin: bool = False
 
     @classmethod
     def of_record(cls, record: KeyRecord) -> Client:

@@ -79,6 +79,8 @@ class VideoUpstream:
                 continue
             finally:
                 await keys.release(held)
+            # A video counts against its account's images-per-minute budget, as an image does.
+            await keys.spent(held.key, model, 1)
             request_id = _field(raw, "requestId")
             if not isinstance(request_id, str) or not request_id or len(request_id) > 128:
                 # Sent and answered: SiliconFlow may have started (and will bill) a job we

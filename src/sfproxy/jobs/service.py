@@ -27,6 +27,7 @@ from ..corridor import Corridor, Endpoint
 from ..errors import (
     ConflictError,
     DatabaseUnavailableError,
+    InvalidRequestError,
     NotFoundError,
     UpstreamError,
 )
@@ -75,6 +76,14 @@ class VideoJobs:
         note.model = request.model
         note.model_requested = request.requested_model
         note.prompt = request.prompt
+        if not self.store.keeps_images:
+            # SiliconFlow's URL expires within the hour: without a store, nobody gets the video.
+            raise InvalidRequestError(
+                "This service keeps no files (IMAGE_STORE=off), and SiliconFlow's video URLs "
+                "expire: videos need IMAGE_STORE=local or s3://…. The operator can set it.",
+                param="model",
+                code="videos_need_an_image_store",
+            )
         spend, reservation = await self.corridor.reserve(
             client, request.model, request.requested_model, 1
         )

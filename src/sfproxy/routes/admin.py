@@ -6,14 +6,12 @@ that never asked for them does not show they exist.
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from ..errors import AuthenticationError, NotFoundError
 from ..upstream_report import pool_snapshot
-from .common import ServicesDep
+from .common import ServicesDep, presents_admin_key
 
 router = APIRouter(tags=["admin"], include_in_schema=False)
 
@@ -21,10 +19,7 @@ router = APIRouter(tags=["admin"], include_in_schema=False)
 def require_admin(request: Request, admin_keys: tuple[str, ...]) -> None:
     if not admin_keys:
         raise NotFoundError(f"Invalid URL ({request.method} {request.url.path}).")
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    # Every key compared, so the time taken does not say which one was nearly right.
-    matches = [hmac.compare_digest(presented.encode(), key.encode()) for key in admin_keys]
-    if scheme.lower() != "bearer" or not any(matches):
+    if not presents_admin_key(request, admin_keys):
         raise AuthenticationError("/admin needs one of ADMIN_KEYS as a Bearer token.")
 
 
