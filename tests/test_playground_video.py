@@ -210,3 +210,23 @@ def test_a_failed_job_shows_its_error(
     expect(page.locator(".video-card")).to_have_count(0)
     expect(page.locator("#video-generate")).to_be_enabled()
     assert view.foreign_requests() == []
+
+
+def test_stop_waiting_leaves_the_job_running_and_frees_the_form(
+    view: WatchedPage, fake: FakeSiliconFlow
+) -> None:
+    page = view.page
+    fake.videos.hold()
+    make_video(page, "A job that takes its time")
+    page.wait_for_function(
+        "() => window.progressSeen.some(text => text.startsWith('Making the video'))"
+    )
+    page.click("#video-stop")
+    expect(page.locator("#video-status")).to_have_text(
+        "Stopped waiting; the video is still being made on the server."
+    )
+    expect(page.locator("#video-progress")).to_be_hidden()
+    expect(page.locator("#video-generate")).to_be_enabled()
+    [job] = fake.videos.jobs()
+    assert job.status == "InProgress"
+    assert view.console_errors == []
