@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from sfproxy.fake_upstream import FakeSiliconFlow
 
-from .conftest import StartProxy
+from .conftest import CLIENT_KEYS, StartProxy, keyed
 from .support.browser import WatchedPage, system_chromium
 from .support.proxy import ProxyProcess
 
@@ -24,6 +24,8 @@ pytestmark = pytest.mark.browser
 
 T2V = "Wan-AI/Wan2.2-T2V-A14B"
 I2V = "Wan-AI/Wan2.2-I2V-A14B"
+KEY = CLIENT_KEYS[0]
+KEY_STORAGE = "sfproxy.playground.key"
 # The service polls the fake often, so the page sees each state the fake goes through.
 FAST_POLLS = {"VIDEO_POLL_SECONDS": "0.1", "VIDEO_POLL_MAX_SECONDS": "0.2"}
 # Every text the progress line showed, in order, recorded by the page itself.
@@ -48,7 +50,8 @@ def server(start: StartProxy, fake: FakeSiliconFlow) -> Iterator[ProxyProcess]:
     fake.videos.reset()
     fake.configure(video_queue_seconds=0.5, video_progress_seconds=0.8)
     try:
-        yield start(**FAST_POLLS)
+        # With client keys, so the page must send its key for the MP4 and the poster as well.
+        yield keyed(start, **FAST_POLLS)
     finally:
         fake.configure(video_queue_seconds=0.0, video_progress_seconds=0.3)
         fake.videos.reset()
@@ -58,6 +61,9 @@ def server(start: StartProxy, fake: FakeSiliconFlow) -> Iterator[ProxyProcess]:
 def view(browser: Browser, server: ProxyProcess) -> Iterator[WatchedPage]:
     context = browser.new_context(accept_downloads=True)
     context.set_default_timeout(20_000)
+    # The key is in place before the page loads, as a returning user's would be: a 401 in the
+    # console then means the page left the key out of a request.
+    context.add_init_script(f"localStorage.setItem({KEY_STORAGE!r}, {KEY!r})")
     watched = WatchedPage(context.new_page(), origin=server.url)
     watched.watch()
     watched.page.goto(server.url + "/")
@@ -203,7 +209,11 @@ def test_a_failed_job_shows_its_error(
         for url in view.requests
         if (match := re.search(r"/v1/videos/(video_[^/?]+)$", url))
     }
-    job = httpx.get(f"{server.api_base}/videos/{video_id}", timeout=10).json()
+    job = httpx.get(
+        f"{server.api_base}/videos/{video_id}",
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=10,
+    ).json()
     assert job["status"] == "failed"
     expect(page.locator("#video-error-message")).to_have_text(job["error"]["message"])
     assert "flagged by content moderation" in job["error"]["message"]
