@@ -174,6 +174,12 @@ def test_remix_and_other_variants_are_refused_clearly(client):
         client.videos.remix(video.id, prompt="a taller tree")
     assert caught.value.body["code"] == "remix_not_supported"
     with pytest.raises(openai.BadRequestError) as caught:
+        client.videos.extend(video=("a.mp4", b"x", "video/mp4"), prompt="longer", seconds="4")
+    assert caught.value.body["code"] == "extension_not_supported"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.videos.edit(video=("a.mp4", b"x", "video/mp4"), prompt="bluer")
+    assert caught.value.body["code"] == "edit_not_supported"
+    with pytest.raises(openai.BadRequestError) as caught:
         client.videos.download_content(video.id, variant="spritesheet")
     assert caught.value.body["param"] == "variant"
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, NotFoundError
 from ..jobs import Variant, VideoJob
 from ..observability import note_of
 from ..protocol import ErrorResponse
@@ -156,6 +156,30 @@ async def remix_video(video_id: str, _client: ReaderDep) -> Response:
         "Remixing is not supported: SiliconFlow's video models make new videos only. "
         "Create a new video with POST /v1/videos (input_reference takes a first frame).",
         code="remix_not_supported",
+    )
+
+
+# The SDKs' other video calls, each a clear 400 rather than a 405 from the `{video_id}` route.
+UNSUPPORTED = {
+    "edits": "Editing videos",
+    "extensions": "Extending videos",
+    "characters": "Characters",
+}
+
+
+@router.post(
+    "/videos/{operation}",
+    responses=ERROR_RESPONSES,
+    summary="Video edits, extensions, characters: not supported by SiliconFlow (400)",
+)
+async def unsupported_operation(operation: str, _client: ReaderDep) -> Response:
+    what = UNSUPPORTED.get(operation)
+    if what is None:
+        raise NotFoundError(f"Invalid URL (POST /v1/videos/{operation[:64]}).")
+    raise InvalidRequestError(
+        f"{what} is not supported: SiliconFlow's video models make new videos only. "
+        "Create a new video with POST /v1/videos.",
+        code=f"{operation.rstrip('s')}_not_supported",
     )
 
 
