@@ -228,10 +228,10 @@ def test_db_upgrade_current_and_copy_to_another_database(
     source = f"sqlite:///{tmp_path / 'old.db'}"
     assert (
         sfproxy(source, "db", "current").stdout
-        == "none (never migrated) (behind 0001: run `sfproxy db upgrade`)\n"
+        == "none (never migrated) (behind 0002: run `sfproxy db upgrade`)\n"
     )
-    assert sfproxy(source, "db", "upgrade").stdout == "database at revision 0001\n"
-    assert sfproxy(source, "db", "current").stdout == "0001 (up to date)\n"
+    assert sfproxy(source, "db", "upgrade").stdout == "database at revision 0002\n"
+    assert sfproxy(source, "db", "current").stdout == "0002 (up to date)\n"
     created = cli_create(source, "erin", "--monthly-budget", "12.5")
     asyncio.run(_add_ledger_rows(source, 3))
 

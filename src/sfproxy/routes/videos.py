@@ -73,7 +73,8 @@ async def create_video(request: Request, services: ServicesDep, client: ClientDe
 @router.get(
     "/videos",
     response_model=VideoList,
-    responses=ERROR_RESPONSES,
+    # 404: `after` names no video of this key.
+    responses={**ERROR_RESPONSES, **NOT_FOUND},
     summary="List this key's videos",
 )
 async def list_videos(
