@@ -17,6 +17,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from sfproxy.fake_upstream import FakeSiliconFlow
+from sfproxy.video_models import VIDEO_ENDPOINT_TYPE
 
 from .conftest import CLIENT_KEYS, StartProxy, keyed
 from .support.browser import OpenPage, WatchedPage, system_chromium
@@ -59,9 +60,14 @@ def open_page(browser: Browser) -> Iterator[OpenPage]:
 
 
 def listed_models(server: ProxyProcess, key: str | None = None) -> list[str]:
+    """The image models: the ones the image form lists (video models have their own mode)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     answer = httpx.get(f"{server.api_base}/models", headers=headers, timeout=10)
-    return [card["id"] for card in answer.json()["data"]]
+    return [
+        card["id"]
+        for card in answer.json()["data"]
+        if VIDEO_ENDPOINT_TYPE not in card["supported_endpoint_types"]
+    ]
 
 
 def generate(page: Page, prompt: str, model: str = "Qwen/Qwen-Image", **fields: str) -> None:

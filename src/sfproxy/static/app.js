@@ -7,6 +7,7 @@ import { renderEntry, Viewer } from "./gallery.js";
 import { readHistory, writeHistory } from "./history.js";
 import * as models from "./models.js";
 import { UsagePanel } from "./usage.js";
+import { isVideoModel, VideoMode } from "./video.js";
 
 const KEY_STORAGE = "sfproxy.playground.key";
 const MODEL_STORAGE = "sfproxy.playground.model";
@@ -78,6 +79,7 @@ const counted = (count, noun) => `${count} ${count === 1 ? noun : `${noun}s`}`;
 // What a card in the gallery can do; `use` and `reuse` are hoisted functions below.
 const actions = { viewer: new Viewer({ use: useAsInput }), use: useAsInput, reuse };
 const usage = new UsagePanel();
+const video = new VideoMode({ key: () => currentKey(), usage });
 
 // localStorage can be missing or refuse writes (private windows); the page works without it.
 const storage = {
@@ -133,8 +135,11 @@ async function loadModels() {
   try {
     const { data } = await callApi("v1/models", { key, signal: controller.signal });
     const listed = Array.isArray(data.data) ? data.data : [];
-    state.models = listed.filter((model) => model && typeof model.id === "string" && model.id);
-    setConnection("ok", counted(state.models.length, "model"));
+    const usable = listed.filter((model) => model && typeof model.id === "string" && model.id);
+    // Video models have their own mode (video.js); the image form lists the others.
+    state.models = usable.filter((model) => !isVideoModel(model));
+    video.setModels(usable.filter(isVideoModel));
+    setConnection("ok", counted(usable.length, "model"));
     setKeyHint(
       key ? "Key accepted. Kept in this browser's local storage." : "This server needs no key.",
     );
@@ -144,6 +149,7 @@ async function loadModels() {
   } catch (error) {
     if (controller.signal.aborted) return;
     state.models = [];
+    video.setModels([]);
     usage.hide();
     setConnection(
       "error",
@@ -690,7 +696,8 @@ ui.keyToggle.addEventListener("click", () => {
 ui.model.addEventListener("change", applyModel);
 ui.form.addEventListener("submit", (event) => {
   event.preventDefault();
-  generate();
+  if (video.active) video.submit();
+  else generate();
 });
 for (const textarea of [ui.prompt, ui.negative]) {
   textarea.addEventListener("keydown", (event) => {
