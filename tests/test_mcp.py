@@ -75,7 +75,13 @@ async def test_tools_are_listed_with_their_schemas(fake: FakeSiliconFlow, tmp_pa
     async with serving(fake, tmp_path) as running, mcp_session(running.url) as session:
         listed = await session.list_tools()
     tools = {tool.name: tool for tool in listed.tools}
-    assert sorted(tools) == ["edit_image", "generate_image", "list_models"]
+    assert sorted(tools) == [
+        "edit_image",
+        "generate_image",
+        "generate_video",
+        "get_video",
+        "list_models",
+    ]
     generate = tools["generate_image"].input_schema
     assert generate["required"] == ["prompt"]
     assert set(generate["properties"]) == {
@@ -176,7 +182,7 @@ async def test_the_sdk_client_in_each_protocol_era(
         result = await client.call_tool("generate_image", {"prompt": "a moth", "seed": 5})
         (link,) = LINK.findall(text_of(result))
         assert (await running.http.get(link)).status_code == 200
-    assert len(listed.tools) == 3
+    assert len(listed.tools) == 5
     assert fake.requests[-1].body["seed"] == 5
 
 
@@ -384,6 +390,8 @@ async def test_stdio_forwards_to_a_running_service(fake: FakeSiliconFlow, tmp_pa
         assert sorted(tool.name for tool in listed.tools) == [
             "edit_image",
             "generate_image",
+            "generate_video",
+            "get_video",
             "list_models",
         ]
         (link,) = LINK.findall(text_of(result))

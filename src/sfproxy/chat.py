@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -169,26 +170,45 @@ INLINE_OPTIONS = {
     "neg": "sf_negative_prompt",
     "model": "model",
 }
-# Possessive quantifiers: every part either takes its characters for good or fails at once,
-# so a substitution over the prompt (at most MAX_PROMPT_CHARS) is linear in its length.
-_INLINE = re.compile(
-    r"(?:^|(?<=\s))--(?P<name>" + "|".join(INLINE_OPTIONS) + r")"
-    r"(?:\s*+=\s*+|\s++|$)"
-    r"(?P<value>\"[^\"]*+\"|'[^']*+'|“[^”]*+”|[^\s\"'“]\S*+)?+",
-    re.IGNORECASE,
-)
 
 
-def inline_options(text: str, *, param: str = "messages") -> tuple[str, dict[str, str]]:
-    """The prompt without its `--option value` parts, and those options by parameter name."""
+def inline_pattern(names: Iterable[str]) -> re.Pattern[str]:
+    """`--name value` for the given option names (video chats have their own, chat_video.py).
+
+    Possessive quantifiers: every part either takes its characters for good or fails at once,
+    so a substitution over the prompt (at most MAX_PROMPT_CHARS) is linear in its length.
+    """
+    return re.compile(
+        r"(?:^|(?<=\s))--(?P<name>" + "|".join(names) + r")"
+        r"(?:\s*+=\s*+|\s++|$)"
+        r"(?P<value>\"[^\"]*+\"|'[^']*+'|“[^”]*+”|[^\s\"'“]\S*+)?+",
+        re.IGNORECASE,
+    )
+
+
+_INLINE = inline_pattern(INLINE_OPTIONS)
+
+
+def inline_options(
+    text: str,
+    *,
+    param: str = "messages",
+    pattern: re.Pattern[str] = _INLINE,
+    examples: Mapping[str, str] | None = None,
+) -> tuple[str, dict[str, str]]:
+    """The prompt without its `--option value` parts, and those options by their names.
+
+    `pattern` (from `inline_pattern`) and `examples` (one per name) default to the image ones.
+    """
     found: dict[str, str] = {}
+    shown = _EXAMPLES if examples is None else examples
 
     def take(match: re.Match[str]) -> str:
         name = match["name"].lower()
         value = match["value"]
         if value is None or value.startswith("--"):
             raise InvalidRequestError(
-                f"Inline option --{name} needs a value, e.g. {_EXAMPLES[name]}.",
+                f"Inline option --{name} needs a value, e.g. {shown[name]}.",
                 param=param,
             )
         if value[0] in "\"'“":
@@ -196,7 +216,7 @@ def inline_options(text: str, *, param: str = "messages") -> tuple[str, dict[str
         found[name] = value
         return ""
 
-    cleaned = _INLINE.sub(take, text)
+    cleaned = pattern.sub(take, text)
     if not found:
         return text, found
     return re.sub(r"[ \t]{2,}", " ", cleaned).strip(), found

@@ -1,4 +1,5 @@
-"""MCP tools over the one corridor: `generate_image`, `edit_image`, `list_models`.
+"""MCP tools over the one corridor: `generate_image`, `edit_image`, `list_models`, and the
+video tools `generate_video` and `get_video` (mcp_video.py).
 
 Agents (Claude Desktop, Cursor, Cherry Studio, ...) call these over the Model Context Protocol,
 at `/mcp` (Streamable HTTP, `McpEndpoint`) or through `sfproxy mcp` (stdio, `cli_mcp.py`). A
@@ -34,10 +35,11 @@ from .auth import Client
 from .errors import InvalidRequestError, ProxyError
 from .generate import GeneratedImage, Generation
 from .images import DEFAULT_MAX_PIXELS, ImageError, open_image
+from .mcp_video import GenerateVideoArguments, GetVideoArguments, VideoTools
 from .observability import RequestNote
 from .plan import ImageJob, Plan
 from .protocol import MAX_PROMPT_CHARS, ImageParams
-from .routes.models import model_card
+from .routes.models import model_card, video_card
 from .services import Services
 from .validation import invalid_request
 
@@ -52,7 +54,8 @@ SERVER_NAME = "siliconflow-img-proxy"
 INSTRUCTIONS = (
     "Image generation with SiliconFlow's models. Call list_models to see each model's sizes "
     "and whether it edits images; generate_image makes new images, edit_image changes given "
-    "ones. Results give each image's URL in Markdown: show it to the user."
+    "ones. Results give each image's URL in Markdown: show it to the user. generate_video "
+    "starts a video (it takes minutes); get_video tells how it is going, then links it."
 )
 
 
@@ -155,8 +158,27 @@ TOOLS = (
         title="List image models",
         description="The image models available, and what each accepts: sizes, aspect "
         "ratios, how many input images (min_images/max_images; 0 means generation only), "
-        "and the parameters it takes.",
+        "and the parameters it takes; then the video models (video_models), with their "
+        "sizes, seconds and whether they need an image.",
         input_schema={"type": "object", "properties": {}},
+        annotations=types.ToolAnnotations(read_only_hint=True),
+    ),
+    types.Tool(
+        name="generate_video",
+        title="Generate a video",
+        description="Start a video of about five seconds from a prompt, or from a prompt and "
+        "an image (its first frame). Returns the job at once, without waiting: follow it with "
+        "get_video. Costs one video of the caller's quota when it completes; nothing if it "
+        "fails.",
+        input_schema=tool_schema(GenerateVideoArguments),
+    ),
+    types.Tool(
+        name="get_video",
+        title="Get a video",
+        description="How a video from generate_video is going (queued, in_progress with a "
+        "percentage, completed or failed); once completed, its MP4's URL and its poster frame "
+        "as Markdown.",
+        input_schema=tool_schema(GetVideoArguments),
         annotations=types.ToolAnnotations(read_only_hint=True),
     ),
 )
@@ -171,6 +193,7 @@ class ImageTools:
         self.services = services
         self.image_content = image_content
         self.thumbnail_size = thumbnail_size
+        self.videos = VideoTools(services, image_block=self._image_block)
 
     async def call(
         self, name: str, arguments: dict[str, Any] | None, caller: Caller
@@ -182,6 +205,10 @@ class ImageTools:
                 return await self._edit(arguments or {}, caller)
             if name == "list_models":
                 return self._list_models()
+            if name == "generate_video":
+                return await self.videos.generate(arguments or {}, caller)
+            if name == "get_video":
+                return await self.videos.get(arguments or {}, caller)
             raise InvalidRequestError(
                 f"Unknown tool {name!r}; the tools are {', '.join(tool.name for tool in TOOLS)}.",
                 param="name",
@@ -296,10 +323,17 @@ class ImageTools:
             model_card(catalogue, spec).model_dump(mode="json", exclude_none=True)
             for spec in catalogue.listed
         ]
+        videos = self.services.settings.video_models
         described = {
             "default_model": catalogue.default_model,
             "default_edit_model": catalogue.default_edit_model,
             "models": cards,
+            "default_video_model": videos.default_model,
+            "default_image_to_video_model": videos.default_image_model,
+            "video_models": [
+                video_card(spec).model_dump(mode="json", exclude_none=True)
+                for spec in videos.specs()
+            ],
         }
         text = pydantic_core.to_json(described, indent=2).decode()
         return types.CallToolResult(

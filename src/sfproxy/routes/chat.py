@@ -1,6 +1,7 @@
 """`POST /v1/chat/completions`: images from the latest user message, answered as Markdown.
 
-A chat client's background task (a title, tags, ...) is answered first, for free (`tasks.py`).
+A chat client's background task (a title, tags, ...) is answered first, for free (`tasks.py`);
+a video model's chat is a video job (`chat_video.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..bodies import openapi_request_body, read_chat_request
 from ..chat import chat_plan
+from ..chat_video import is_video_chat
 from ..generate import Generation
 from ..observability import note_of
 from ..protocol import ChatCompletion, ChatCompletionRequest
@@ -28,6 +30,7 @@ from ..render.images import partial_failure_headers
 from ..render.sse import SSE_HEADERS
 from ..services import Services
 from ..tasks import TaskAnswer, chat_task_answer
+from .chat_video import video_chat
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep, json_response, url_maker
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -57,6 +60,8 @@ async def create_chat_completion(
     task = chat_task_answer(body, settings)
     if task is not None:
         return answered_task(request, services, body, task)
+    if is_video_chat(body, settings.video_models):
+        return await video_chat(request, services, client, body)
     corridor = services.corridor
     plan = await chat_plan(
         body,
