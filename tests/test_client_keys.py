@@ -27,12 +27,14 @@ from sfproxy.db.database import Database
 from sfproxy.db.keys import KeyStore, NewKey
 from sfproxy.db.tables import client_keys
 from sfproxy.fake_upstream import FakeSiliconFlow
+from sfproxy.jobs.repository import JobRepository
 
 from .conftest import StartProxy
 from .images import image_bytes
 from .support.inprocess import ASGI_URL, Running, in_process, service_settings
 from .support.postgres import PostgresServer
 from .support.proxy import ProxyProcess
+from .support.videos import job_row
 
 ADMIN = "admin-key-for-the-tests-0123"
 ENV_KEY = "env-client-key-0123456789"
@@ -234,11 +236,12 @@ def test_db_upgrade_current_and_copy_to_another_database(
     assert sfproxy(source, "db", "current").stdout == "0002 (up to date)\n"
     created = cli_create(source, "erin", "--monthly-budget", "12.5")
     asyncio.run(_add_ledger_rows(source, 3))
+    asyncio.run(_add_video_job(source))
 
     target = postgres_server.create_database()
     copied = sfproxy(source, "db", "copy", "--to", target)
     assert copied.returncode == 0, copied.stderr
-    assert copied.stdout == "1 client_keys row(s), 3 ledger row(s) copied\n"
+    assert copied.stdout == "1 client_keys row(s), 3 ledger row(s), 1 video_jobs row(s) copied\n"
     shown = json.loads(sfproxy(target, "keys", "show", created["id"], "--json").stdout)
     assert (shown["name"], shown["monthly_budget"]) == ("erin", "12.5")
     # The copied key authenticates against the new database: the same hash came along.
@@ -249,6 +252,11 @@ def test_db_upgrade_current_and_copy_to_another_database(
     again = sfproxy(source, "db", "copy", "--to", target)
     assert again.returncode == 1
     assert "already has 1 row(s) in client_keys" in again.stderr
+
+
+async def _add_video_job(url: str) -> None:
+    async with Database.open(url) as database:
+        await JobRepository(database.engine).insert(job_row("video_copied"))
 
 
 async def _add_ledger_rows(url: str, count: int) -> list[int]:

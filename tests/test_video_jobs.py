@@ -234,8 +234,9 @@ async def test_pages_follow_creation_time_by_cursor(
         assert ([job.id for job in rest], more) == (ids[2:], False)
         newest, more = await videos.page(ALICE, after=ids[3], limit=2, order="desc")
         assert ([job.id for job in newest], more) == ([ids[2], ids[1]], True)
-        with pytest.raises(NotFoundError):
+        with pytest.raises(InvalidRequestError, match="after: no video with id") as refused:
             await videos.page(BOB, after=ids[0], limit=2, order="asc")
+        assert (refused.value.param, refused.value.code) == ("after", "invalid_cursor")
 
 
 async def test_a_rate_limited_key_passes_the_submit_to_another_account(

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,20 @@ import pytest
 
 from sfproxy.db.database import Database
 from sfproxy.fake_upstream import FakeSiliconFlow
-from sfproxy.jobs.repository import JobRepository, now_ms
+from sfproxy.jobs.repository import JobRepository
 from sfproxy.settings import Settings
 from tests.support.inprocess import UPSTREAM_KEY, Running, in_process, service_settings
-from tests.support.videos import ALICE, FAST, PRICE, finished, job_rows, ledger_rows, note, video
+from tests.support.videos import (
+    ALICE,
+    FAST,
+    PRICE,
+    finished,
+    job_row,
+    job_rows,
+    ledger_rows,
+    note,
+    video,
+)
 
 BUDGETED: dict[str, Any] = {"client_daily_budget": "10"}
 
@@ -195,33 +204,6 @@ async def test_two_instances_poll_each_job_once_and_settle_it_once(
         gaps = [later - earlier for earlier, later in pairwise(job.status_calls)]
         # A job's next poll is set after each one: none comes sooner, whichever instance polls.
         assert min(gaps) >= poll - 0.005, (job.request_id, gaps)
-
-
-def job_row(job_id: str) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "owner": ALICE.label,
-        "client": ALICE.label,
-        "request_id": "req-1",
-        "endpoint": "videos",
-        "model": "Wan-AI/Wan2.2-T2V-A14B",
-        "model_requested": None,
-        "prompt": "a lease",
-        "size": "1280x720",
-        "seconds": "5",
-        "has_image": False,
-        "status": "queued",
-        "progress": 0,
-        "upstream_id": "sf-1",
-        "upstream_account": None,
-        "upstream_key": "key-0123456789",
-        "created_at": datetime.now(UTC),
-        "next_poll_ms": now_ms(),
-        "polls": 0,
-        "lease_until_ms": 0,
-        "budget_keys": [],
-        "settled": False,
-    }
 
 
 async def test_a_lease_keeps_a_job_to_one_poller_until_it_runs_out(database_url: str) -> None:

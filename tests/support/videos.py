@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import secrets
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sfproxy.auth import Client
 from sfproxy.db.tables import ledger, video_jobs
 from sfproxy.jobs import ADMIN_LABEL, VideoJob, VideoRequest
+from sfproxy.jobs.repository import now_ms
 from sfproxy.jobs.service import VideoJobs
 from sfproxy.observability import RequestNote
 
@@ -79,3 +81,31 @@ def mp4_facts(data: bytes) -> tuple[str, int, int]:
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         return stream.codec_context.name, stream.codec_context.width, stream.codec_context.height
+
+
+def job_row(job_id: str) -> dict[str, Any]:
+    """A queued job's row, due now, as the service writes one."""
+    return {
+        "id": job_id,
+        "owner": ALICE.label,
+        "client": ALICE.label,
+        "request_id": "req-1",
+        "endpoint": "videos",
+        "model": "Wan-AI/Wan2.2-T2V-A14B",
+        "model_requested": None,
+        "prompt": "a lease",
+        "size": "1280x720",
+        "seconds": "5",
+        "has_image": False,
+        "status": "queued",
+        "progress": 0,
+        "upstream_id": "sf-1",
+        "upstream_account": None,
+        "upstream_key": "key-0123456789",
+        "created_at": datetime.now(UTC),
+        "next_poll_ms": now_ms(),
+        "polls": 0,
+        "lease_until_ms": 0,
+        "budget_keys": [],
+        "settled": False,
+    }

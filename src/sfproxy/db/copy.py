@@ -1,4 +1,4 @@
-"""`sfproxy db copy --to URL`: client keys and the ledger, moved to another database.
+"""`sfproxy db copy --to URL`: client keys, the ledger and video jobs, moved to another database.
 
 For moving from the default SQLite file to PostgreSQL (or back). Rows are read and written in
 batches, in id order, so a large ledger never sits in memory whole. The target must have no
@@ -11,15 +11,17 @@ from sqlalchemy import Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import ConflictError
-from .tables import client_keys, ledger
+from .tables import client_keys, ledger, video_jobs
 
 BATCH_ROWS = 1000
+# Video jobs too: an unfinished one is followed, and settled, from the database it is in.
+COPIED = (client_keys, ledger, video_jobs)
 
 
 async def copy_database(source: AsyncEngine, target: AsyncEngine) -> dict[str, int]:
     """Rows copied per table; the target's tables must exist (migrated) and be empty."""
     async with target.begin() as writing:
-        for table in (client_keys, ledger):
+        for table in COPIED:
             rows = (await writing.execute(select(func.count()).select_from(table))).scalar()
             if rows:
                 raise ConflictError(
@@ -28,7 +30,7 @@ async def copy_database(source: AsyncEngine, target: AsyncEngine) -> dict[str, i
                 )
         copied = {}
         async with source.connect() as reading:
-            for table in (client_keys, ledger):
+            for table in COPIED:
                 copied[table.name] = await _copy_table(table, reading, writing)
         if writing.dialect.name == "postgresql":
             # Ids were copied as they were: the ledger's sequence continues after the last.

@@ -161,10 +161,13 @@ class VideoPoller:
             await asyncio.sleep(lease / 3)
             try:
                 if not await self.repository.renew(job_id, self.owner, lease):
-                    # This instance was too slow to renew it: another has the job now, and
-                    # this turn's work (a download, say) would only be done twice.
-                    logger.warning("video job %s: lease lost to another instance", job_id)
-                    turn.cancel()
+                    row = await self.repository.get(job_id)
+                    if row is not None and row["lease_owner"] not in (None, self.owner):
+                        # Too slow to renew: another instance has the job now, and this
+                        # turn's work (a download, say) would only be done twice.
+                        logger.warning("video job %s: lease lost to another instance", job_id)
+                        turn.cancel()
+                    # Else this turn just finished the job, or let it go.
                     return
             except Exception as exc:  # noqa: BLE001 - the next renewal may work
                 logger.warning("video job %s: lease not renewed: %s", job_id, exc)

@@ -257,7 +257,17 @@ class VideoJobs:
     async def page(
         self, client: Client, *, after: str | None, limit: int, order: Order
     ) -> tuple[list[VideoJob], bool]:
-        mark = await self._visible(client, after) if after is not None else None
+        mark = None
+        if after is not None:
+            try:
+                mark = await self._visible(client, after)
+            except NotFoundError:
+                # The list exists; only its cursor is wrong (another key's, or a deleted job).
+                raise InvalidRequestError(
+                    f"after: no video with id {after!r} to continue the list from.",
+                    param="after",
+                    code="invalid_cursor",
+                ) from None
         owner = None if client.label == ADMIN_LABEL else client.label
         rows = await self._read(
             self.repository.page(owner, mark, limit + 1, descending=order == "desc")
