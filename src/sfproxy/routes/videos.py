@@ -73,8 +73,8 @@ async def create_video(request: Request, services: ServicesDep, client: ClientDe
 @router.get(
     "/videos",
     response_model=VideoList,
-    # 404: `after` names no video of this key.
-    responses={**ERROR_RESPONSES, **NOT_FOUND},
+    # An `after` that names no video of this key is a 400 (invalid_cursor).
+    responses=ERROR_RESPONSES,
     summary="List this key's videos",
 )
 async def list_videos(
