@@ -13,7 +13,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from ..errors import InvalidRequestError, NotFoundError
+from ..bodies import openapi_request_body
+from ..errors import InvalidRequestError
 from ..jobs import Variant, VideoJob
 from ..observability import note_of
 from ..protocol import ErrorResponse
@@ -52,7 +53,8 @@ _REQUEST_BODY = {
     "required": True,
     "content": {
         "multipart/form-data": {"schema": _FORM_SCHEMA},
-        "application/json": {"schema": VideoCreateRequest.model_json_schema()},
+        # Inlined: the body is read by the bounded JSON reader, not by FastAPI.
+        "application/json": openapi_request_body(VideoCreateRequest)["content"]["application/json"],
     },
 }
 
@@ -168,20 +170,26 @@ UNSUPPORTED = {
 }
 
 
-@router.post(
-    "/videos/{operation}",
-    responses=ERROR_RESPONSES,
-    summary="Video edits, extensions, characters: not supported by SiliconFlow (400)",
-)
-async def unsupported_operation(operation: str, _client: ReaderDep) -> Response:
-    what = UNSUPPORTED.get(operation)
-    if what is None:
-        raise NotFoundError(f"Invalid URL (POST /v1/videos/{operation[:64]}).")
-    raise InvalidRequestError(
-        f"{what} is not supported: SiliconFlow's video models make new videos only. "
-        "Create a new video with POST /v1/videos.",
-        code=f"{operation.rstrip('s')}_not_supported",
+def _unsupported(operation: str, what: str) -> None:
+    async def refuse(_client: ReaderDep) -> Response:
+        raise InvalidRequestError(
+            f"{what} is not supported: SiliconFlow's video models make new videos only. "
+            "Create a new video with POST /v1/videos.",
+            code=f"{operation.rstrip('s')}_not_supported",
+        )
+
+    router.add_api_route(
+        f"/videos/{operation}",
+        refuse,
+        methods=["POST"],
+        responses=ERROR_RESPONSES,
+        summary=f"{what}: not supported by SiliconFlow (400)",
+        name=f"video_{operation}",
     )
+
+
+for _operation, _what in UNSUPPORTED.items():
+    _unsupported(_operation, _what)
 
 
 def _poll_hint(services: Services, job: VideoJob) -> dict[str, str] | None:
