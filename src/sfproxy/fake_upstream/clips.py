@@ -8,20 +8,19 @@ tell two prompts apart, see that the picture moves, and check that the input ima
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import tempfile
 import textwrap
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from .render_cache import RenderCache
 
 MP4_CONTENT_TYPE = "video/mp4"
 # Input images are checked against this before their pixels are decoded.
@@ -141,35 +140,18 @@ class ClipRenderer:
     remembers recent clips, and encodes each spec once however many jobs ask for it."""
 
     def __init__(self, count: Callable[[str], None], cache_size: int = 16) -> None:
-        self._count = count
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="fake-upstream-clip")
-        self._cache: OrderedDict[ClipKey, bytes] = OrderedDict()
-        self._cache_size = cache_size
-        self._rendering: dict[ClipKey, asyncio.Future[bytes]] = {}
+        self._clips: RenderCache[ClipKey, bytes] = RenderCache(
+            count,
+            made="clips_rendered",
+            hit="clip_cache_hits",
+            joins_hit=False,
+            cache_size=cache_size,
+            workers=1,
+            thread_name="fake-upstream-clip",
+        )
 
     async def render(self, spec: ClipSpec) -> bytes:
-        key = spec.key
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            self._count("clip_cache_hits")
-            return cached
-        future = self._rendering.get(key)
-        if future is None:
-            self._count("clips_rendered")
-            future = asyncio.get_running_loop().run_in_executor(self._executor, render_clip, spec)
-            self._rendering[key] = future
-            future.add_done_callback(lambda done: self._finished(key, done))
-        # Shielded: one waiter giving up must not cancel the encoding the others wait for.
-        return await asyncio.shield(future)
-
-    def _finished(self, key: ClipKey, future: asyncio.Future[bytes]) -> None:
-        del self._rendering[key]
-        if future.cancelled() or future.exception() is not None:
-            return
-        self._cache[key] = future.result()
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        return await self._clips.get(spec.key, lambda: render_clip(spec))
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._clips.close()

@@ -7,21 +7,20 @@ images in flight keeps each distinct picture once plus one 64 KiB filler, not gi
 
 from __future__ import annotations
 
-import asyncio
 import io
 import random
 import struct
 import textwrap
 import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
 from PIL import Image, ImageDraw, ImageFont
+
+from .render_cache import RenderCache
 
 ImageFormat = Literal["png", "jpeg", "webp"]
 IMAGE_FORMATS: tuple[ImageFormat, ...] = ("png", "jpeg", "webp")
@@ -211,11 +210,15 @@ class ImageRenderer:
     def __init__(
         self, count: Callable[[str], None], cache_size: int = 64, workers: int = 2
     ) -> None:
-        self._count = count
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="fake-upstream-render")
-        self._cache: OrderedDict[RenderKey, RenderedImage] = OrderedDict()
-        self._cache_size = cache_size
-        self._rendering: dict[RenderKey, asyncio.Future[RenderedImage]] = {}
+        self._renders: RenderCache[RenderKey, RenderedImage] = RenderCache(
+            count,
+            made="renders",
+            hit="render_cache_hits",
+            joins_hit=True,
+            cache_size=cache_size,
+            workers=workers,
+            thread_name="fake-upstream-render",
+        )
 
     async def render(
         self,
@@ -227,29 +230,7 @@ class ImageRenderer:
         min_bytes: int = 0,
     ) -> RenderedImage:
         key: RenderKey = (width, height, prompt, seed, image_format, min_bytes)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            self._count("render_cache_hits")
-            return cached
-        future = self._rendering.get(key)
-        if future is None:
-            self._count("renders")
-            future = asyncio.get_running_loop().run_in_executor(self._executor, render_image, *key)
-            self._rendering[key] = future
-            future.add_done_callback(lambda done: self._finished(key, done))
-        else:
-            self._count("render_cache_hits")
-        # Shielded: one waiter giving up must not cancel the render the others wait for.
-        return await asyncio.shield(future)
-
-    def _finished(self, key: RenderKey, future: asyncio.Future[RenderedImage]) -> None:
-        del self._rendering[key]
-        if future.cancelled() or future.exception() is not None:
-            return
-        self._cache[key] = future.result()
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        return await self._renders.get(key, lambda: render_image(*key))
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._renders.close()
