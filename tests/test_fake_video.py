@@ -22,6 +22,7 @@ from PIL import Image, ImageStat
 from sfproxy.fake_upstream import FakeSiliconFlow
 from sfproxy.fake_upstream.video_jobs import MAX_INPUT_IMAGE_BYTES
 
+from .images import data_uri, image_bytes
 from .support.browser import system_chromium
 from .support.inprocess import eventually
 
@@ -32,13 +33,7 @@ I2V = "Wan-AI/Wan2.2-I2V-A14B"
 WIDE = "1280x720"
 
 
-def data_uri(width: int, height: int, color: tuple[int, int, int]) -> str:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(out, "PNG")
-    return f"data:image/png;base64,{base64.b64encode(out.getvalue()).decode()}"
-
-
-RED = data_uri(160, 90, (255, 0, 0))
+RED = data_uri(image_bytes("PNG", (160, 90), "red"))
 
 
 @pytest.fixture
