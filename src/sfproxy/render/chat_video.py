@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import UpstreamError
 from ..jobs import VideoJob
-from ..protocol import ChunkDelta, ImageRef, Usage
+from ..protocol import ChunkDelta, ImageRef
 from .chat import ChatAnswer, ChatStream
 from .sse import DONE, KEEPALIVE, Closing, error_line, failure_of, while_working
 
@@ -112,7 +112,7 @@ async def video_events(
                         "shows it."
                     )
                 )
-                yield stream_end(stream)
+                yield stream.end()
                 return
             else:
                 yield stream.chunk(ChunkDelta(reasoning_content=line + "\n"))
@@ -129,15 +129,7 @@ async def video_events(
         yield stream.chunk(
             ChunkDelta(content=heading + answer.content, images=answer.images or None)
         )
-        yield stream_end(stream)
+        yield stream.end()
     finally:
         if not task.done():
             task.cancel()
-
-
-def stream_end(stream: ChatStream) -> bytes:
-    """The stop chunk, the usage chunk if asked for, and `[DONE]`."""
-    tail = stream.chunk(ChunkDelta(), finish=True)
-    if stream.include_usage:
-        tail += stream.chunk(usage=Usage())
-    return tail + DONE
