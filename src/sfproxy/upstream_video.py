@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 
 from .errors import UpstreamBadResponseError, UpstreamConnectionError, UpstreamError
-from .siliconflow import SiliconFlowClient
+from .siliconflow import TRACE_HEADER, SiliconFlowClient
 from .upstream_accounts import account_label
 from .upstream_keys import UpstreamKey
 
@@ -156,7 +156,7 @@ class VideoUpstream:
                 raise UpstreamBadResponseError(f"SiliconFlow's answer to {path} is too large.")
             raw = await client._read(response)
             if response.status != 200:
-                trace_id = response.headers.get("x-siliconcloud-trace-id")
+                trace_id = response.headers.get(TRACE_HEADER)
                 raise client._error_for(response.status, raw, response.headers, trace_id)
         try:
             parsed = orjson.loads(raw)
