@@ -37,7 +37,7 @@ from .auth import ANONYMOUS, Client
 from .db.tables import ledger
 from .generate import Calls, Generation
 from .metrics import Metrics
-from .prices import Prices
+from .prices import Price, Prices
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,25 @@ class LedgerRecord:
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
+
+    def priced(self, price: Price | None) -> None:
+        """`cost` is what SiliconFlow billed (the images made), `charged` what the client pays
+        (the images delivered); an unknown price leaves both NULL, never 0."""
+        if price is not None:
+            self.currency = price.currency
+            self.cost = price.of(self.images_made)
+            self.charged = price.of(self.images_delivered)
+
+
+def count_spend(metrics: Metrics, record: LedgerRecord) -> None:
+    """A priced record's cost and charge, in `sfproxy_upstream_cost_total` and
+    `sfproxy_charged_total`."""
+    if record.currency is None:
+        return
+    if record.cost:
+        metrics.upstream_cost.labels(record.model, record.currency).inc(float(record.cost))
+    if record.charged:
+        metrics.charged.labels(record.model, record.currency).inc(float(record.charged))
 
 
 def ledger_client(client: Client) -> str:
@@ -119,17 +138,8 @@ class Ledger:
                 generation = work.result()
                 if isinstance(generation, Generation):
                     record.size = generation.size
-        price = self.prices.of(record.model)
-        if price is not None:
-            record.currency = price.currency
-            record.cost = price.of(record.images_made)
-            record.charged = price.of(record.images_delivered)
-            if record.cost:
-                self.metrics.upstream_cost.labels(record.model, price.currency).inc(
-                    float(record.cost)
-                )
-            if record.charged:
-                self.metrics.charged.labels(record.model, price.currency).inc(float(record.charged))
+        record.priced(self.prices.of(record.model))
+        count_spend(self.metrics, record)
         self.writer.add(record)
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from ..budgets import NO_SPEND, HeldSpend, Spend, from_micros
-from ..ledger import Ledger, LedgerOff
+from ..ledger import Ledger, LedgerOff, LedgerRecord, count_spend
 from ..limits import NO_RESERVATION, ClientLimits, CountedReservation, Reservation
 from ..metrics import Metrics
+from ..prices import Price
 from .repository import Row, aware
 
 logger = logging.getLogger(__name__)
@@ -61,31 +60,10 @@ class JobMoney:
         return spend, reservation
 
     def record(self, row: Row, outcome: Outcome) -> dict[str, Any] | None:
-        """The job's ledger row (None with LEDGER=off), dated when it was submitted, so that it
-        counts in the budget period its price was reserved in."""
+        """The job's ledger row (None with LEDGER=off)."""
         if self.ledger is None or isinstance(self.ledger.writer, LedgerOff):
             return None
-        price = from_micros(row["price_micros"]) if row["price_micros"] is not None else None
-        created: datetime | None = aware(row["created_at"])
-        return {
-            "at": created,
-            "request_id": row["request_id"],
-            "client": row["client"],
-            "endpoint": row["endpoint"],
-            "model_requested": row["model_requested"],
-            "model": row["model"],
-            "images_requested": 1,
-            "images_made": outcome.made,
-            "images_delivered": outcome.delivered,
-            "images_refunded": 1 - outcome.delivered,
-            "size": row["size"],
-            "upstream_account": row["upstream_account"],
-            "upstream_ms": None,
-            "status": outcome.status,
-            "cost": None if price is None else price * outcome.made,
-            "charged": None if price is None else price * outcome.delivered,
-            "currency": row["currency"] if price is not None else None,
-        }
+        return record_of(row, outcome).row()
 
     async def settle(self, row: Row, outcome: Outcome) -> None:
         """Keep the price and the image counted (completed), or give both back (failed); count
@@ -98,9 +76,29 @@ class JobMoney:
             self.metrics.images_delivered.labels(model).inc()
         else:
             self.metrics.images_refunded.labels(model).inc()
-        if row["price_micros"] is not None and row["currency"]:
-            price: Decimal = from_micros(row["price_micros"])
-            if outcome.made:
-                self.metrics.upstream_cost.labels(model, row["currency"]).inc(float(price))
-            if outcome.delivered:
-                self.metrics.charged.labels(model, row["currency"]).inc(float(price))
+        count_spend(self.metrics, record_of(row, outcome))
+
+
+def record_of(row: Row, outcome: Outcome) -> LedgerRecord:
+    """The job's record, dated when it was submitted, so that it counts in the budget period
+    its price was reserved in, and priced at what was reserved then."""
+    created = aware(row["created_at"])
+    assert created is not None  # the column is NOT NULL
+    record = LedgerRecord(
+        at=created,
+        request_id=row["request_id"],
+        client=row["client"],
+        endpoint=row["endpoint"],
+        model_requested=row["model_requested"],
+        model=row["model"],
+        images_requested=1,
+        images_made=outcome.made,
+        images_delivered=outcome.delivered,
+        images_refunded=1 - outcome.delivered,
+        size=row["size"],
+        upstream_account=row["upstream_account"],
+        status=outcome.status,
+    )
+    if row["price_micros"] is not None:
+        record.priced(Price(from_micros(row["price_micros"]), row["currency"]))
+    return record
