@@ -148,18 +148,19 @@ class ChatStream:
         exclude = None if self.include_usage else {"usage"}
         return b"data: " + pydantic_core.to_json(chunk, exclude=exclude) + b"\n\n"
 
-    def end(self) -> bytes:
-        """The stop chunk, the usage chunk if asked for, and `[DONE]`."""
-        tail = self.chunk(ChunkDelta(), finish=True)
+    def end(self) -> list[bytes]:
+        """The stop chunk, the usage chunk if asked for, and `[DONE]`, each its own write."""
+        tail = [self.chunk(ChunkDelta(), finish=True)]
         if self.include_usage:
-            tail += self.chunk(usage=Usage())
-        return tail + DONE
+            tail.append(self.chunk(usage=Usage()))
+        return [*tail, DONE]
 
     async def text_events(self, content: str) -> AsyncIterator[bytes]:
         """A whole answer known at once (a client's background task): no images, no wait."""
         yield self.chunk(ChunkDelta(role="assistant", content=""))
         yield self.chunk(ChunkDelta(content=content))
-        yield self.end()
+        for part in self.end():
+            yield part
 
     async def events(
         self,
@@ -195,7 +196,8 @@ class ChatStream:
             yield self.chunk(ChunkDelta(content=answer.content, images=answer.images))
             # Resumed only once the chunk above was handed to the connection.
             delivered(len(answer.images))
-            yield self.end()
+            for part in self.end():
+                yield part
         finally:
             if not task.done():
                 task.cancel()

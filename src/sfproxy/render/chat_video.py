@@ -112,7 +112,8 @@ async def video_events(
                         "shows it."
                     )
                 )
-                yield stream.end()
+                for part in stream.end():
+                    yield part
                 return
             else:
                 yield stream.chunk(ChunkDelta(reasoning_content=line + "\n"))
@@ -129,7 +130,8 @@ async def video_events(
         yield stream.chunk(
             ChunkDelta(content=heading + answer.content, images=answer.images or None)
         )
-        yield stream.end()
+        for part in stream.end():
+            yield part
     finally:
         if not task.done():
             task.cancel()
