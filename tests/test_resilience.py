@@ -9,6 +9,8 @@ import httpx
 import openai
 import pytest
 
+from .support.inprocess import eventually
+
 
 @pytest.fixture
 def retrying(start, tmp_path_factory):
@@ -81,6 +83,25 @@ def test_giving_up_after_the_retries_tells_sdks_not_to_retry(retrying, fake):
     assert len(fake.requests) == 6
 
 
+@pytest.mark.parametrize(
+    ("fault", "params"),
+    [
+        ("malformed", {}),  # answered, but not JSON: the image may have been made
+        ("expired_images", {}),  # made and billed; its URL was gone before it was read
+    ],
+)
+def test_a_502_that_may_have_been_billed_is_not_retried_by_the_sdk(retrying, fake, fault, params):
+    # The service does not retry these, and an SDK (which retries a 502 by default) must not
+    # either: a second request would pay for a second image.
+    fake.add_fault(fault, **params)
+    with openai.OpenAI(base_url=retrying.api_base, api_key="x", max_retries=2) as sdk:
+        with pytest.raises(openai.InternalServerError) as failed:
+            sdk.images.generate(prompt="once")
+    assert failed.value.status_code == 502
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert len([r for r in fake.requests if r.path.endswith("/images/generations")]) == 1
+
+
 def test_rate_limit_after_retries_keeps_retry_after(retrying, fake):
     fake.add_fault("status", status=429, retry_after=1, count=3)
     response = generate(retrying)
@@ -127,6 +148,21 @@ def test_an_image_url_that_404s_is_the_documented_502(retrying, fake):
     response = generate(retrying)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_bad_response"
+
+
+async def test_an_endless_answer_is_cut_off_at_its_limit_and_not_sent_again(retrying, fake):
+    # 64 MiB, chunked, no Content-Length: read no further than 1 MiB. The call was answered,
+    # so SiliconFlow may have billed it: never sent again, whatever the retries allow.
+    fake.add_fault("oversized")
+    async with httpx.AsyncClient(timeout=60) as http:
+        response = await http.post(
+            retrying.api_base + "/images/generations", json={"prompt": "resilient"}
+        )
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_bad_response"
+    assert response.headers["x-should-retry"] == "false"
+    assert len(fake.requests) == 1
+    await eventually(lambda: fake.stats["oversized_cut_off"] == 1, what="the fake hung up on")
 
 
 def test_timeouts_without_retries_left_are_504(start, fake):

@@ -275,3 +275,17 @@ def test_openai_node_makes_and_downloads_a_video(service, fake, tmp_path):
     seen = node_video(service, {"prompt": "from node, from an image"}, image)
     assert (seen["video"]["status"], seen["video"]["model"]) == ("completed", I2V)
     assert fake.videos.jobs()[-1].has_image is True
+
+
+def test_a_submit_answered_without_a_request_id_is_not_retried_by_the_sdk(service, fake):
+    # SiliconFlow answered: it may have started (and will bill) a video nobody can name. The
+    # SDK, which retries a 502 by default, is told not to; it would pay for a second one.
+    fake.add_fault("malformed", target="video_submit")
+    with openai.OpenAI(
+        base_url=service.api_base, api_key=CLIENT_KEYS[0], max_retries=2
+    ) as retrying:
+        with pytest.raises(openai.InternalServerError) as failed:
+            retrying.videos.create(prompt="a paper boat on a pond", model=T2V)
+    assert failed.value.status_code == 502
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert len([r for r in fake.requests if r.path.endswith("/video/submit")]) == 1

@@ -221,6 +221,13 @@ class UpstreamError(ProxyError):
         # got no answer saying it was not done. Such a call is not retried by default.
         self.maybe_billed = maybe_billed
 
+    def given_up(self) -> UpstreamError:
+        """This error as the service's last word on a call: SDKs are told not to retry
+        (`x-should-retry: false`) what the service would have retried itself, or what
+        SiliconFlow may already have done and billed, which a retry would pay for twice."""
+        self.retries_exhausted = self.retryable or self.maybe_billed
+        return self
+
 
 class UpstreamRejectedError(UpstreamError):
     status_code = 400
@@ -276,3 +283,7 @@ class UpstreamConnectionError(UpstreamError):
 
 class UpstreamBadResponseError(UpstreamError):
     default_code = "upstream_bad_response"
+
+
+class ResultGoneError(UpstreamBadResponseError):
+    """A result's signed URL answered 403 or 404: it expired before it was downloaded."""

@@ -389,8 +389,7 @@ class ImageGenerator:
                 or not policy.allows(failure, attempt)
                 or wait > min(MAX_RETRY_WAIT, calls.remaining())
             ):
-                failure.retries_exhausted = failure.retryable
-                raise failure
+                raise failure.given_up()
             attempt += 1
             self.client.note_retry("generate", model, failure, attempt, wait)
             with calls.cancellable():

@@ -22,28 +22,17 @@ import orjson
 
 from . import __version__
 from .errors import (
-    UpstreamAuthError,
+    ResultGoneError,
     UpstreamBadResponseError,
     UpstreamConnectionError,
     UpstreamError,
-    UpstreamPermissionError,
-    UpstreamRateLimitError,
-    UpstreamRejectedError,
-    UpstreamServerError,
-    UpstreamUnavailableError,
 )
 from .images import looks_complete, sniff_media_type
-from .retries import MAX_RETRY_WAIT, RetryPolicy, retry_after_seconds
+from .retries import MAX_RETRY_WAIT, RetryPolicy
 from .upstream_accounts import AccountInfo, account_label, key_label, parse_user_info
 from .upstream_keys import KeyPool
 from .upstream_transport import EnvironmentProxies, GuardedRequest, transport_failure
-from .upstream_wire import (
-    UpstreamImages,
-    error_message,
-    parse_images,
-    parse_model_ids,
-    says_balance_is_spent,
-)
+from .upstream_wire import UpstreamImages, error_for, parse_images, parse_model_ids
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +42,10 @@ SessionFactory = Callable[[aiohttp.ClientTimeout], aiohttp.ClientSession]
 TRACE_HEADER = "x-siliconcloud-trace-id"
 # Listing models is a quick read; a SiliconFlow that takes longer is treated as down.
 MODEL_LIST_TIMEOUT = 5.0
+# SiliconFlow's JSON answers (image URLs, a job's status, an account) are a few kilobytes;
+# one this large is not an answer, and is not read on.
+MAX_ANSWER_BYTES = 1024 * 1024
+CHUNK_BYTES = 256 * 1024
 
 
 class UpstreamObserver(Protocol):
@@ -174,11 +167,8 @@ class SiliconFlowClient:
             self._observer.attempt("generate", model, "ok", _since(started))
             await self.keys.spent(held.key, model, images if isinstance(images, int) else 1)
             return replace(result, account=account_label(held.key.account))
-        # Every key was tried: the pool says why none is left (or, if a probe just brought
-        # one back, the call ends with its last failure, for the corridor to retry).
-        await self.keys.release(await self.keys.choose(model))
         assert exc is not None
-        raise exc
+        raise await self.keys.after_every_key_failed(model, exc)
 
     async def user_info(self, api_key: str) -> AccountInfo:
         """The account a key belongs to, and its balance (`GET /user/info`)."""
@@ -187,7 +177,7 @@ class SiliconFlowClient:
         async with self._request("GET", url, headers=headers) as response:
             raw = await self._read(response)
             if response.status != 200:
-                raise self._error_for(response.status, raw, response.headers, None)
+                raise self._error_for(response, raw)
         return parse_user_info(raw)
 
     def note_retry(
@@ -223,8 +213,8 @@ class SiliconFlowClient:
                 self._observer.attempt(kind, model, exc.code or "error", _since(started))
                 wait = self.retry.delay(attempt, exc.retry_after)
                 if not self.retry.allows(exc, attempt, paid=False) or wait > MAX_RETRY_WAIT:
-                    exc.retries_exhausted = exc.retryable
-                    raise
+                    # A download follows a generation SiliconFlow has billed.
+                    raise exc.given_up() from None
                 attempt += 1
                 self.note_retry(kind, model, exc, attempt, wait)
                 await asyncio.sleep(wait)
@@ -232,35 +222,40 @@ class SiliconFlowClient:
                 self._observer.attempt(kind, model, "ok", _since(started))
                 return result
 
-    async def _generate_once(self, body: bytes, api_key: str) -> UpstreamImages:
-        url = f"{self.base_url}/images/generations"
-        headers = {
-            "Authorization": f"Bearer {api_key}",
-            "Content-Type": "application/json",
-        }
+    async def post(self, path: str, body: bytes, api_key: str) -> tuple[bytes, str | None]:
+        """One `POST` of a JSON body to SiliconFlow's API with this key: the answer (at most
+        MAX_ANSWER_BYTES) and its trace id. An answer other than 200 is raised as the
+        `UpstreamError` it means; nothing is retried here."""
+        url = f"{self.base_url}{path}"
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         async with self._request("POST", url, data=body, headers=headers) as response:
             raw = await self._read(response)
-            trace_id = response.headers.get(TRACE_HEADER)
             if response.status != 200:
-                raise self._error_for(response.status, raw, response.headers, trace_id)
-        return parse_images(raw, trace_id)
+                raise self._error_for(response, raw)
+            return raw, response.headers.get(TRACE_HEADER)
+
+    async def fetch(self, url: str, *, what: str, limit: int) -> bytes:
+        """The file behind one of SiliconFlow's signed result URLs, refused past `limit` bytes
+        before it is all read. A 403 or 404 is a `ResultGoneError`: the URL has expired."""
+        async with self._request("GET", url) as response:
+            if response.status in (403, 404):
+                raise ResultGoneError(
+                    f"SiliconFlow's {what} URL answered {response.status}: the {what} is gone "
+                    "(its signed URL expired before it was downloaded).",
+                    upstream_status=response.status,
+                )
+            if response.status != 200:
+                raise self._error_for(response, await self._read(response))
+            data = await self._read(response, limit, what)
+            if response.content_length is not None and len(data) != response.content_length:
+                raise UpstreamConnectionError(f"SiliconFlow's {what} arrived cut off.")
+        return data
+
+    async def _generate_once(self, body: bytes, api_key: str) -> UpstreamImages:
+        return parse_images(*await self.post("/images/generations", body, api_key))
 
     async def _download_once(self, url: str) -> tuple[bytes, str]:
-        async with self._request("GET", url) as response:
-            if response.status != 200:
-                raw = await self._read(response)
-                if response.status == 404 or response.status == 403:
-                    raise UpstreamBadResponseError(
-                        f"SiliconFlow's image URL answered {response.status}: the image is "
-                        "gone (its signed URL may have expired).",
-                        upstream_status=response.status,
-                    )
-                raise self._error_for(response.status, raw, response.headers, None)
-            if (response.content_length or 0) > self._max_download_bytes:
-                raise UpstreamBadResponseError("SiliconFlow's image is larger than allowed.")
-            data = await self._read(response)
-        if len(data) > self._max_download_bytes:
-            raise UpstreamBadResponseError("SiliconFlow's image is larger than allowed.")
+        data = await self.fetch(url, what="image", limit=self._max_download_bytes)
         media_type = sniff_media_type(data)
         if media_type is None:
             raise UpstreamBadResponseError(
@@ -276,70 +271,31 @@ class SiliconFlowClient:
             kwargs["proxy"] = proxy
         return GuardedRequest(self.session, method, url, self._timeout_seconds, kwargs)
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+    async def _read(
+        self, response: aiohttp.ClientResponse, limit: int = MAX_ANSWER_BYTES, what: str = "answer"
+    ) -> bytes:
+        """The body, refused past `limit` bytes: by its Content-Length before a byte is read,
+        else as it arrives (decompressed, so a small gzip is no way round it)."""
+        if (response.content_length or 0) > limit:
+            raise _too_large(what, limit, response.status)
+        data = bytearray()
         try:
-            return await response.read()
+            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                data += chunk
+                if len(data) > limit:
+                    raise _too_large(what, limit, response.status)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_failure(exc, self._timeout_seconds) from None
+        return bytes(data)
 
-    def _error_for(
-        self, status: int, raw: bytes, headers: Any, trace_id: str | None
-    ) -> UpstreamError:
-        message, upstream_code = error_message(raw)
-        message = self._redact(message)
-        logger.warning(
-            "SiliconFlow answered %d (code %s, trace %s): %s",
-            status,
-            upstream_code,
-            trace_id,
-            message,
-        )
-        detail = f" (SiliconFlow code {upstream_code})" if upstream_code is not None else ""
-        # Only an answer that says the work was not done (a refusal, 429, 503 overloaded)
-        # proves nothing was billed; a 500, 502 or 504 may come after the image was made.
-        unsure = status >= 500 and status != 503
-        common: dict[str, Any] = {
-            "upstream_status": status,
-            "trace_id": trace_id,
-            "maybe_billed": unsure,
-        }
-        if status == 401:
-            return UpstreamAuthError(
-                "SiliconFlow rejected this server's upstream API key (SILICONFLOW_API_KEY); "
-                "the server operator must check it.",
-                **common,
-            )
-        if status == 403:
-            refused = UpstreamPermissionError(
-                f"SiliconFlow refused access{detail}: {message}", **common
-            )
-            refused.insufficient_balance = says_balance_is_spent(message)
-            return refused
-        if status == 404:
-            return UpstreamBadResponseError(
-                f"SiliconFlow answered 404 for {self.base_url}/images/generations: check SF_BASE.",
-                **common,
-            )
-        if status == 429:
-            return UpstreamRateLimitError(
-                f"SiliconFlow's rate limit was reached: {message}",
-                retry_after=retry_after_seconds(headers),
-                **common,
-            )
-        if status in (503, 504):
-            return UpstreamUnavailableError(
-                f"SiliconFlow is unavailable ({status}){detail}: {message}",
-                retry_after=retry_after_seconds(headers),
-                **common,
-            )
-        if status >= 500:
-            return UpstreamServerError(
-                f"SiliconFlow failed ({status}){detail}: {message}", **common
-            )
-        return UpstreamRejectedError(
-            f"SiliconFlow rejected the request{detail}: {message}",
-            param="model" if upstream_code == 20012 else None,
-            **common,
+    def _error_for(self, response: aiohttp.ClientResponse, raw: bytes) -> UpstreamError:
+        return error_for(
+            response.status,
+            raw,
+            response.headers,
+            response.headers.get(TRACE_HEADER),
+            url=str(response.url),
+            redact=self._redact,
         )
 
     def _redact(self, text: str) -> str:
@@ -368,9 +324,14 @@ class SiliconFlowClient:
         async with request as response:
             raw = await self._read(response)
             if response.status != 200:
-                trace_id = response.headers.get(TRACE_HEADER)
-                raise self._error_for(response.status, raw, response.headers, trace_id)
+                raise self._error_for(response, raw)
         return parse_model_ids(raw)
+
+
+def _too_large(what: str, limit: int, status: int) -> UpstreamBadResponseError:
+    return UpstreamBadResponseError(
+        f"SiliconFlow's {what} is larger than allowed ({limit} bytes).", upstream_status=status
+    )
 
 
 def _since(started: float) -> float:

@@ -252,6 +252,17 @@ class KeyPool:
         key.in_flight += 1
         return HeldKey(key, model)
 
+    async def after_every_key_failed(self, model: str, last: UpstreamError) -> UpstreamError:
+        """The error that ends a call once each key has failed it: the pool's own "no key can
+        serve the model" when that is so, else (a probe has just brought a key back) the last
+        failure, for the corridor to retry."""
+        if self.shared:
+            try:
+                await self._ranked(model)
+            except UpstreamError as none_left:
+                return none_left
+        return last
+
     async def release(self, held: HeldKey) -> None:
         held.key.in_flight -= 1
         if held.slot is not None:

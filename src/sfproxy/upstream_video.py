@@ -15,11 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiohttp
 import orjson
 
-from .errors import UpstreamBadResponseError, UpstreamConnectionError, UpstreamError
-from .siliconflow import TRACE_HEADER, SiliconFlowClient
+from .errors import UpstreamBadResponseError, UpstreamError
+from .siliconflow import SiliconFlowClient
 from .upstream_accounts import account_label
 from .upstream_keys import UpstreamKey
 
@@ -27,15 +26,6 @@ logger = logging.getLogger(__name__)
 
 UpstreamStatus = Literal["InQueue", "InProgress", "Succeed", "Failed"]
 _STATUSES: frozenset[str] = frozenset({"InQueue", "InProgress", "Succeed", "Failed"})
-# A status answer is a few hundred bytes; anything this large is not one.
-MAX_STATUS_BYTES = 1024 * 1024
-CHUNK_BYTES = 256 * 1024
-
-
-class ResultGoneError(UpstreamBadResponseError):
-    """The result's signed URL answered 403 or 404: it expired before it was downloaded."""
-
-    default_code = "video_url_expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +77,8 @@ class VideoUpstream:
                 # cannot name, so this is not tried again.
                 raise UpstreamBadResponseError("SiliconFlow's submit answer has no requestId.")
             return Submitted(request_id, held.key.label, account_label(held.key.account))
-        # Every key was refused: the pool says why none is left (as generations do).
-        await keys.release(await keys.choose(model))
         assert failure is not None
-        raise failure
+        raise await keys.after_every_key_failed(model, failure)
 
     async def status(self, key: UpstreamKey, request_id: str) -> VideoStatus:
         """One `POST /video/status` with the submitting account's key."""
@@ -110,54 +98,15 @@ class VideoUpstream:
         return VideoStatus(status, reason if isinstance(reason, str) and reason else None, url)
 
     async def download(self, url: str) -> bytes:
-        """The MP4 behind a result URL, refused past `max_bytes` before it is all read."""
+        """The MP4 behind a result URL, refused past `max_bytes` before it is all read; a
+        `ResultGoneError` once the URL has expired."""
         started = time.perf_counter()
-        client = self.client
-        async with client._request("GET", url) as response:
-            if response.status in (403, 404):
-                raise ResultGoneError(
-                    f"SiliconFlow's video URL answered {response.status}: the result's URL "
-                    "expired before it could be downloaded.",
-                    upstream_status=response.status,
-                    maybe_billed=True,
-                )
-            if response.status != 200:
-                raw = await client._read(response)
-                raise client._error_for(response.status, raw, response.headers, None)
-            if (response.content_length or 0) > self.max_bytes:
-                raise self._too_large()
-            data = bytearray()
-            try:
-                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                    data += chunk
-                    if len(data) > self.max_bytes:
-                        raise self._too_large()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise UpstreamConnectionError(
-                    f"The video download from SiliconFlow failed ({exc.__class__.__name__})."
-                ) from None
-            if response.content_length is not None and len(data) != response.content_length:
-                raise UpstreamConnectionError("SiliconFlow's video arrived cut off.")
+        data = await self.client.fetch(url, what="video", limit=self.max_bytes)
         logger.info("video downloaded: %d bytes in %.1fs", len(data), time.perf_counter() - started)
-        return bytes(data)
-
-    def _too_large(self) -> UpstreamBadResponseError:
-        return UpstreamBadResponseError(
-            f"SiliconFlow's video is larger than VIDEO_MAX_BYTES ({self.max_bytes} bytes)."
-        )
+        return data
 
     async def _post(self, path: str, body: bytes, secret: str) -> dict[str, Any]:
-        # The client's own transport and error mapping, shared rather than copied.
-        client = self.client
-        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
-        url = f"{client.base_url}{path}"
-        async with client._request("POST", url, data=body, headers=headers) as response:
-            if (response.content_length or 0) > MAX_STATUS_BYTES:
-                raise UpstreamBadResponseError(f"SiliconFlow's answer to {path} is too large.")
-            raw = await client._read(response)
-            if response.status != 200:
-                trace_id = response.headers.get(TRACE_HEADER)
-                raise client._error_for(response.status, raw, response.headers, trace_id)
+        raw, _ = await self.client.post(path, body, secret)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
-FaultKind = Literal["status", "hang", "drop", "malformed", "corrupt", "no_images", "expired_images"]
+FaultKind = Literal[
+    "status", "hang", "drop", "malformed", "corrupt", "no_images", "expired_images", "oversized"
+]
 FaultTarget = Literal[
     "generate", "download", "models", "video_submit", "video_status", "video_download"
 ]
@@ -19,16 +21,20 @@ _KINDS_BY_TARGET: dict[str, frozenset[str]] = {
     # `corrupt`, an image whole in its structure whose pixels no decoder can read.
     "download": frozenset({"status", "hang", "drop", "malformed", "corrupt"}),
     # `GET /v1/models`; `malformed` there is a body that is not JSON.
-    "models": frozenset({"status", "hang", "drop", "malformed"}),
+    "models": frozenset({"status", "hang", "drop", "malformed", "oversized"}),
     # The video API: `malformed` is a JSON answer cut short (a download's: an MP4 cut short).
-    "video_submit": frozenset({"status", "hang", "drop", "malformed"}),
-    "video_status": frozenset({"status", "hang", "drop", "malformed"}),
+    # `oversized`, as for generations and models: a 200 answer of `bytes` bytes, chunked.
+    "video_submit": frozenset({"status", "hang", "drop", "malformed", "oversized"}),
+    "video_status": frozenset({"status", "hang", "drop", "malformed", "oversized"}),
     "video_download": frozenset({"status", "hang", "drop", "malformed"}),
 }
 _PARAMS: dict[str, frozenset[str]] = {
     "status": frozenset({"status", "message", "body", "retry_after"}),
     "hang": frozenset({"seconds"}),
+    "oversized": frozenset({"bytes"}),
 }
+# An `oversized` answer's default size: more than any client buffers on loopback.
+OVERSIZED_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -77,6 +83,10 @@ def make_fault(kind: str, count: int, target: str, params: Mapping[str, Any]) ->
         seconds = checked.setdefault("seconds", 3600.0)
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise ValueError("hang seconds must be a number >= 0")
+    if kind == "oversized":
+        size = checked.setdefault("bytes", OVERSIZED_BYTES)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError("oversized bytes must be an integer >= 1")
     return Fault(cast(FaultKind, kind), cast(FaultTarget, target), count, checked)
 
 

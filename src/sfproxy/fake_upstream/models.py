@@ -12,7 +12,13 @@ import asyncio
 from aiohttp import web
 
 from .config import ModelRule
-from .responses import api_error, drop_connection, json_response, unauthorized
+from .responses import (
+    api_error,
+    drop_connection,
+    json_response,
+    oversized_answer,
+    unauthorized,
+)
 from .state import FakeState
 
 MODELS_PATH = "/v1/models"
@@ -46,6 +52,8 @@ class _ModelList:
                 return drop_connection(request)
             if fault.kind == "malformed":
                 return web.Response(text="<html>bad gateway</html>", content_type="text/html")
+            if fault.kind == "oversized":
+                return await oversized_answer(request, fault.params["bytes"], self._state.count)
             if fault.kind == "hang":
                 try:
                     await asyncio.wait_for(self._closing.wait(), fault.params["seconds"])

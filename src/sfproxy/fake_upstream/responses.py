@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -101,3 +102,27 @@ def drop_connection(request: web.Request) -> web.StreamResponse:
     if request.transport is not None:
         request.transport.close()
     return web.Response(status=499)
+
+
+async def oversized_answer(
+    request: web.Request, size: int, count: Callable[[str], None]
+) -> web.StreamResponse:
+    """A 200 JSON answer with `size` bytes of padding, sent chunked, without a Content-Length
+    (the `oversized` fault). Read whole, it is valid JSON with no images; a client that hangs
+    up first is counted as `oversized_cut_off`."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    padding = b" " * 65536
+    try:
+        await response.write(b'{"images": [], "status": "InQueue", "data": [], "padding": "')
+        sent = 0
+        while sent < size:
+            part = padding[: size - sent]
+            await response.write(part)
+            sent += len(part)
+        await response.write(b'"}')
+        await response.write_eof()
+    except ConnectionError:  # reset, or lost while waiting to write
+        count("oversized_cut_off")
+    return response

@@ -31,6 +31,7 @@ from .responses import (
     bad_request,
     drop_connection,
     json_response,
+    oversized_answer,
     storage_error,
     unauthorized,
 )
@@ -124,6 +125,8 @@ class _Api:
                 return None
             if fault.kind == "malformed":
                 return web.Response(body=_TRUNCATED_JSON, content_type="application/json")
+            if fault.kind == "oversized":
+                return await oversized_answer(request, fault.params["bytes"], self._state.count)
             if fault.kind == "no_images":
                 return json_response(
                     {"images": [], "timings": {"inference": 0.0}, "seed": _random_seed()}

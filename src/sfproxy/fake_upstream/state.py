@@ -63,6 +63,7 @@ COUNTERS = (
     "downloads_not_found",
     "downloads_dropped",
     "faults_applied",
+    "oversized_cut_off",
     "renders",
     "render_cache_hits",
     "peak_in_flight",

@@ -40,6 +40,7 @@ from .responses import (
     bad_request,
     drop_connection,
     json_response,
+    oversized_answer,
     storage_error,
     unauthorized,
 )
@@ -198,6 +199,8 @@ class _VideoRoutes:
             )
         if fault.kind == "malformed":
             return web.Response(body=_TRUNCATED_JSON, content_type="application/json")
+        if fault.kind == "oversized":
+            return await oversized_answer(request, fault.params["bytes"], self._state.count)
         if fault.kind == "hang" and await self._pause(fault.params["seconds"]):
             return None
         return drop_connection(request)

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import (
     ImageStoreError,
+    ResultGoneError,
     UpstreamAuthError,
     UpstreamBadResponseError,
     UpstreamError,
@@ -33,7 +34,7 @@ from ..errors import (
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import MP4, ImageStore
-from ..upstream_video import ResultGoneError, VideoStatus, VideoUpstream
+from ..upstream_video import VideoStatus, VideoUpstream
 from .media import POSTER_TYPE, VideoFileError, poster_of
 from .money import COMPLETED, JobMoney, Outcome
 from .repository import JobRepository, Row, aware, now_ms

@@ -171,8 +171,7 @@ class VideoJobs:
                 or not policy.allows(failure, attempt, paid=False)
                 or wait > min(MAX_RETRY_WAIT, deadline - time.monotonic())
             ):
-                failure.retries_exhausted = failure.retryable
-                raise failure
+                raise failure.given_up()
             attempt += 1
             self.upstream.client.note_retry("video_submit", request.model, failure, attempt, wait)
             await asyncio.sleep(wait)
