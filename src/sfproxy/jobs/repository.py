@@ -11,20 +11,27 @@ its lease (and whose job another instance took over) changes nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db.tables import ledger, video_jobs
+
+logger = logging.getLogger(__name__)
 
 # A job's row, as read (or as about to be written).
 Row = dict[str, Any]
 # A query that takes longer is a database in trouble: the caller answers 503, or polls later.
 QUERY_TIMEOUT = 10.0
+# A submitted job's row is written this many times at most, backing off from half a second:
+# SiliconFlow has the video and will bill it, so a job nobody records is money lost.
+INSERT_ATTEMPTS = 3
 
 
 def now_ms() -> int:
@@ -47,9 +54,27 @@ class JobRepository:
         return self.engine.dialect.name == "postgresql"
 
     async def insert(self, values: Mapping[str, Any]) -> None:
-        async with asyncio.timeout(QUERY_TIMEOUT):
-            async with self.engine.begin() as connection:
-                await connection.execute(video_jobs.insert().values(**values))
+        """Write a new job's row, tried again when the database fails in passing. An attempt
+        that was written but whose answer was lost shows on the next as the row being there."""
+        for attempt in range(INSERT_ATTEMPTS):
+            try:
+                async with asyncio.timeout(QUERY_TIMEOUT):
+                    async with self.engine.begin() as connection:
+                        await connection.execute(video_jobs.insert().values(**values))
+                return
+            except IntegrityError:
+                if attempt == 0 or await self.get(values["id"]) is None:
+                    raise
+                return
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                if attempt + 1 == INSERT_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "video job %s: not recorded yet (%s); trying again",
+                    values["id"],
+                    exc.__class__.__name__,
+                )
+                await asyncio.sleep(0.5 * 2**attempt)
 
     async def get(self, job_id: str) -> Row | None:
         async with asyncio.timeout(QUERY_TIMEOUT):

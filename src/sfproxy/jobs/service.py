@@ -130,10 +130,14 @@ class VideoJobs:
             await spend.settle(0)
             note.delivered, note.refunded = 0, 1
             self._record_refused(client, request, note, endpoint, 503)
-            raise DatabaseUnavailableError(
-                "The video was submitted but could not be recorded (the database did not "
-                "answer); nothing is charged. Try again."
-            ) from None
+            lost = DatabaseUnavailableError(
+                "The video was submitted to SiliconFlow but could not be recorded (the database "
+                "did not answer), so it cannot be followed; nothing is charged. Sending the "
+                "request again would make a second video."
+            )
+            # A 503 invites an SDK to retry, and here a retry pays for a second video.
+            lost.retries_exhausted = True
+            raise lost from None
         self.corridor.metrics.video_jobs_submitted.labels(request.model).inc()
         self.submitted.set()
         return self.job_of(row)

@@ -1,16 +1,19 @@
-"""The poller's two paths that only trouble cause: losing a job's lease to another instance in
-the middle of a turn, and the database going away under it. The service runs in-process in
-front of the fake SiliconFlow over HTTP; the "other instance" and the outage are real changes
-to the database (a lease taken over in the row; PostgreSQL refusing and cutting connections).
+"""Video jobs when things go wrong: a job's lease lost to another instance in the middle of a
+turn, and the database going away under the poller or between a submit and its row. The
+service runs in front of the fake SiliconFlow over HTTP; the "other instance" and the outages
+are real changes to the database (a lease taken over in the row; PostgreSQL refusing and
+cutting the connections to the job database).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,9 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sfproxy.db.tables import video_jobs
 from sfproxy.fake_upstream import FakeSiliconFlow
 from sfproxy.jobs.repository import now_ms
-from tests.support.inprocess import UPSTREAM_KEY, eventually, in_process, service_settings
+from tests.support.inprocess import (
+    UPSTREAM_KEY,
+    eventually,
+    in_process,
+    on_loopback,
+    service_settings,
+)
 from tests.support.postgres import PostgresServer
-from tests.support.videos import ALICE, FAST, finished, job_rows, ledger_rows, note, video
+from tests.support.videos import ALICE, FAST, T2V, finished, job_rows, ledger_rows, note, video
 
 
 @pytest.fixture
@@ -38,6 +47,33 @@ async def set_lease(engine: AsyncEngine, job_id: str, **values: Any) -> None:
         await connection.execute(
             update(video_jobs).where(video_jobs.c.id == job_id).values(**values)
         )
+
+
+class Outage:
+    """The job database refusing connections, and the open ones cut, until `end()`."""
+
+    def __init__(self, server: PostgresServer, database_url: str) -> None:
+        self.server = server
+        self.name = database_url.rsplit("/", 1)[1]
+
+    def begin(self) -> None:
+        self._allow("false")
+        self.server.psql(
+            self.server.url(),
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.name}'",
+        )
+
+    def end(self) -> None:
+        self._allow("true")
+
+    def _allow(self, allowed: str) -> None:
+        self.server.psql(
+            self.server.url(), f"ALTER DATABASE {self.name} WITH ALLOW_CONNECTIONS {allowed}"
+        )
+
+
+def submits(fake: FakeSiliconFlow) -> int:
+    return len([r for r in fake.requests if r.path.endswith("/video/submit")])
 
 
 def stored(tmp_path: Path) -> list[str]:
@@ -95,37 +131,86 @@ async def test_the_poller_waits_out_a_database_outage_and_finishes_the_job(
 ) -> None:
     caplog.set_level(logging.INFO, "sfproxy.jobs.poller")
     database_url = postgres_server.create_database()
-    name = database_url.rsplit("/", 1)[1]
+    outage = Outage(postgres_server, database_url)
     fake.videos.hold()
     async with service(fake, tmp_path, database_url=database_url) as running:
         videos = running.services.videos
         job = await videos.submit(ALICE, video(), note(), endpoint="videos")
         await eventually(lambda: fake.stats["video_status_calls"] >= 1, what="a first poll")
 
-        # The outage: no new connections to the database, and the open ones cut.
-        postgres_server.psql(
-            postgres_server.url(), f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"
-        )
-        postgres_server.psql(
-            postgres_server.url(),
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
-        )
+        outage.begin()
         await eventually(
             lambda: "video jobs: the database did not answer" in caplog.text,
             what="the outage noticed",
         )
         # SiliconFlow finishes the video while the database is away.
         fake.videos.release()
-        postgres_server.psql(
-            postgres_server.url(), f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"
-        )
+        outage.end()
         done = await finished(videos, ALICE, job.id, timeout=30)
         assert done.status == "completed"
         rows = await ledger_rows(running.services.database.engine)
-    assert "video jobs: the database answers again" in caplog.text
+        # At the first tick whose every query worked (one may still meet a dead connection).
+        await eventually(
+            lambda: "video jobs: the database answers again" in caplog.text, what="the recovery"
+        )
     # Said once for the outage, however many ticks it lasted.
     assert caplog.text.count("video jobs: the database did not answer") == 1
     (upstream_job,) = fake.videos.jobs()
     assert upstream_job.downloads == 1
     (record,) = rows
     assert (record["status"], record["images_delivered"]) == (200, 1)
+
+
+async def test_a_row_not_written_at_once_is_written_when_the_database_is_back(
+    fake: FakeSiliconFlow,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "sfproxy.jobs.repository")
+    database_url = postgres_server.create_database()
+    outage = Outage(postgres_server, database_url)
+    # The submit is at SiliconFlow when the database goes away.
+    fake.add_fault("hang", target="video_submit", seconds=1)
+    async with service(fake, tmp_path, database_url=database_url) as running:
+        videos = running.services.videos
+        submitting = asyncio.ensure_future(videos.submit(ALICE, video(), note(), endpoint="videos"))
+        await eventually(lambda: fake.stats["faults_applied"] == 1, what="the submit sent")
+        outage.begin()
+        await eventually(lambda: "not recorded yet" in caplog.text, what="a failed insert")
+        outage.end()
+        job = await submitting
+        done = await finished(videos, ALICE, job.id)
+        assert done.status == "completed"
+        rows = await ledger_rows(running.services.database.engine)
+    assert submits(fake) == 1
+    (record,) = rows
+    assert (record["status"], record["images_delivered"]) == (200, 1)
+
+
+async def test_a_submit_whose_row_cannot_be_written_tells_the_sdk_not_to_retry(
+    fake: FakeSiliconFlow, tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    database_url = postgres_server.create_database()
+    outage = Outage(postgres_server, database_url)
+    fake.add_fault("hang", target="video_submit", seconds=1)
+    settings = service_settings(fake, tmp_path, **(FAST | {"database_url": database_url}))
+    async with on_loopback(settings) as running:
+        async with openai.AsyncOpenAI(
+            base_url=running.url + "/v1", api_key="x", max_retries=2
+        ) as sdk:
+            creating = asyncio.ensure_future(sdk.videos.create(prompt="a lost video", model=T2V))
+            await eventually(lambda: fake.stats["faults_applied"] == 1, what="the submit sent")
+            outage.begin()
+            try:
+                with pytest.raises(openai.InternalServerError) as failed:
+                    await creating
+            finally:
+                outage.end()
+        spent = await running.services.budgets.status(ALICE)
+    assert failed.value.status_code == 503
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert "Sending the request again would make a second video" in failed.value.message
+    # One video at SiliconFlow, and none for the SDK's retries.
+    assert submits(fake) == 1
+    assert spent[0].spent == 0
