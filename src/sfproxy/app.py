@@ -24,6 +24,7 @@ from .errors import (
     NotFoundError,
     PayloadTooLargeError,
     ProxyError,
+    RequestTimeoutError,
 )
 from .lifecycle import DRAIN_STATE_KEY, Drain, DrainMiddleware
 from .links import ForwardedHeaders, link_warning
@@ -52,7 +53,7 @@ from .routes import (
 from .routes import responses as responses_route
 from .routes.admin_usage import router as admin_usage_router
 from .routes.mcp import McpEndpoint
-from .server import GUARD_STATE_KEY, ConnectionGuard, connection_limit
+from .server import GUARD_STATE_KEY, TIMED_OUT_STATE_KEY, ConnectionGuard, connection_limit
 from .services import Services
 from .settings import Settings, load_settings
 from .siliconflow import SessionFactory
@@ -224,6 +225,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _client_left(request: Request, exc: Exception) -> Response:
     """The client went (or was closed as too slow) while its body was read: nobody reads an
     answer, and it is no server error; the request log names it."""
+    if request.scope.get("state", {}).get(TIMED_OUT_STATE_KEY):
+        # The guard has answered it 408 (server.py): logged and counted as that.
+        note_of(request).error = "request_timeout"
+        return error_response(RequestTimeoutError("The request body arrived too slowly."))
     note_of(request).error = "client_disconnected"
     return error_response(
         InvalidRequestError("The request body did not arrive whole.", code="incomplete_body")

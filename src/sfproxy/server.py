@@ -42,6 +42,9 @@ from .middleware import error_response
 logger = logging.getLogger(__name__)
 
 GUARD_STATE_KEY = "sfproxy.connection_guard"
+# Set in a request's scope state when the guard cut its body off: the app then logs and counts
+# it as the 408 the client was sent, not as a client that went away.
+TIMED_OUT_STATE_KEY = "sfproxy.timed_out"
 # Slow connections and refusals are logged as totals, at most this often.
 LOG_INTERVAL_SECONDS = 10.0
 
@@ -249,6 +252,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             answer = self.request_begun and (cycle is None or cycle.response_complete)
         else:
             answer = cycle is not None and not cycle.response_started
+            if cycle is not None:
+                cycle.scope["state"][TIMED_OUT_STATE_KEY] = True
         if answer:
             self.transport.write(guard.timeout_response)
         self._stop_reading_clock()
