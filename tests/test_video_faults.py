@@ -188,6 +188,8 @@ async def test_a_row_not_written_at_once_is_written_when_the_database_is_back(
     assert (record["status"], record["images_delivered"]) == (200, 1)
 
 
+# The Sora API's shutdown is announced on every videos method; this test calls one on purpose.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 async def test_a_submit_whose_row_cannot_be_written_tells_the_sdk_not_to_retry(
     fake: FakeSiliconFlow, tmp_path: Path, postgres_server: PostgresServer
 ) -> None:
