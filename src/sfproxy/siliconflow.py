@@ -246,10 +246,9 @@ class SiliconFlowClient:
                 )
             if response.status != 200:
                 raise self._error_for(response, await self._read(response))
-            data = await self._read(response, limit, what)
-            if response.content_length is not None and len(data) != response.content_length:
-                raise UpstreamConnectionError(f"SiliconFlow's {what} arrived cut off.")
-        return data
+            # A body shorter than its Content-Length is aiohttp's payload error: a broken
+            # transfer (UpstreamConnectionError), tried again as downloads are.
+            return await self._read(response, limit, what)
 
     async def _generate_once(self, body: bytes, api_key: str) -> UpstreamImages:
         return parse_images(*await self.post("/images/generations", body, api_key))
