@@ -1,6 +1,7 @@
 import pytest
 
-from sfproxy.settings import ConfigError, Settings, load_settings, mask
+from sfproxy.setting_values import ConfigError, mask
+from sfproxy.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)

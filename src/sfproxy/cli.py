@@ -23,7 +23,8 @@ from .errors import ProxyError
 from .links import link_warning
 from .observability import configure_logging
 from .server import GuardedHttpToolsProtocol
-from .settings import ConfigError, Settings, load_settings
+from .setting_values import ConfigError
+from .settings import Settings, load_settings
 
 EXIT_CONFIG = 2
 
