@@ -32,7 +32,6 @@ from .setting_values import (
     ConfigError,
     ModelPacing,
     check_networks,
-    mask,
     merged_keys,
     parse_client_quotas,
     parse_model_entries,
@@ -379,41 +378,6 @@ class Settings(BaseSettings):
                 "`sfproxy demo` to try the service with the built-in fake SiliconFlow."
             )
         return SecretStr(self.upstream_keys[0])
-
-    def describe(self) -> dict[str, Any]:
-        """The effective configuration, every secret masked, for `check-config` and logs."""
-        shown: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if name in (
-                "allow_client_key",
-                "allow_client_keys",
-                "access_token",
-                "access_tokens",
-                "access_keys",
-                "siliconflow_api_keys",
-                "admin_keys",
-            ):
-                continue
-            if isinstance(value, SecretStr):
-                value = mask(value.get_secret_value()) if value.get_secret_value() else None
-            elif isinstance(value, Path):
-                value = str(value)
-            shown[name.upper()] = value
-        shown["admin keys"] = [mask(key) for key in self.admin_key_list] or "none (/admin off)"
-        shown["upstream keys"] = [mask(key) for key in self.upstream_keys] or "none"
-        shown["client keys"] = [
-            mask(key) for key in self.client_keys
-        ] or "none (public unless the database holds keys)"
-        shown["site"] = self.site
-        shown["models"] = [spec.id for spec in self.catalogue.listed]
-        shown["model aliases"] = {
-            alias: self.catalogue.resolve(alias, edit=False) for alias in self.catalogue.aliases
-        }
-        shown["video models"] = list(self.video_models.ids)
-        shown["IMAGES_RESPONSE_FORMAT"] = self.images_default_format
-        shown["CHAT_RESPONSE_FORMAT"] = self.chat_default_format
-        return shown
 
 
 def load_settings(**overrides: Any) -> Settings:
