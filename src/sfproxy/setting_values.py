@@ -1,10 +1,11 @@
-"""The values settings hold beyond plain fields, and the parsers that read them from text.
+"""The values settings are read into, and the parsers that read them from the environment's text.
 
-Lists of keys and names split on commas or whitespace, the JSON settings (MODELS_JSON,
-MODEL_LIMITS, CLIENT_LIMITS, PRICES_JSON) with the value types they parse into, secrets masked
-for logs, and `ConfigError`, the one error a configuration the service cannot run with raises.
-`Settings` (settings.py) reads its fields through them; pacing, limits and budgets take the
-value types.
+Lists split on commas or whitespace and key lists merged; the settings with a shape to check
+(base URLs, IMAGE_STORE, FORWARDED_ALLOW_IPS, CHAT_TASK_PATTERNS); the JSON settings (MODELS_JSON,
+MODEL_LIMITS, CLIENT_LIMITS, PRICES_JSON) and the value types they parse into (`ModelPacing`,
+`ClientQuota`); `mask` for secrets shown by `check-config`; and `ConfigError`, raised for a
+configuration the service cannot run with. `Settings` (settings.py) validates its fields through
+them; pacing, limits and budgets take the value types.
 """
 
 from __future__ import annotations
@@ -61,6 +62,26 @@ def check_networks(entries: list[str]) -> list[str]:
                 f"{entry!r} is not an IP address, a network such as 10.0.0.0/8, or *"
             ) from None
     return entries
+
+
+def base_url(value: str | None) -> str | None:
+    """SF_BASE and the public base URLs: an http(s) URL without its trailing slash, or None."""
+    if value is None:
+        return None
+    value = value.strip().rstrip("/")
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def image_store_kind(value: str) -> str:
+    """IMAGE_STORE: local, off, or s3://bucket/prefix."""
+    value = value.strip()
+    if value in ("local", "off") or re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/.*)?", value):
+        return value
+    raise ValueError("must be local, off, or s3://bucket/prefix")
 
 
 # Characters of a secret `mask` may show at most, and then never more than a quarter of it:

@@ -1,12 +1,15 @@
 """Typed settings, read once from the environment and an optional `.env`, then passed in.
 
+`Settings` holds every setting, its validation and the views derived from it (the catalogue,
+prices, merged key lists, ...); `load_settings` builds it and turns any error into one
+`ConfigError`. The parsers and value types behind the fields are in setting_values.py.
+
 The names users already deploy with (`SILICONFLOW_API_KEY`, `SF_BASE`, `ALLOW_CLIENT_KEYS`,
 `MODELS_JSON`, ...) are a contract; new settings get defaults that suit one small VPS.
 """
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -31,7 +34,9 @@ from .setting_values import (
     ClientQuota,
     ConfigError,
     ModelPacing,
+    base_url,
     check_networks,
+    image_store_kind,
     merged_keys,
     parse_client_quotas,
     parse_model_entries,
@@ -202,23 +207,11 @@ class Settings(BaseSettings):
     @field_validator("sf_base", "public_base_url", "image_public_base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip().rstrip("/")
-        if not value:
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+        return base_url(value)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
-        return split_list(value) if isinstance(value, str) else value
-
-    @field_validator("forwarded_allow_ips", mode="before")
-    @classmethod
-    def _split_addresses(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         return split_list(value) if isinstance(value, str) else value
 
     @field_validator("forwarded_allow_ips")
@@ -256,12 +249,7 @@ class Settings(BaseSettings):
     @field_validator("image_store")
     @classmethod
     def _store_kind(cls, value: str) -> str:
-        value = value.strip()
-        if value in ("local", "off") or re.fullmatch(
-            r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/.*)?", value
-        ):
-            return value
-        raise ValueError("must be local, off, or s3://bucket/prefix")
+        return image_store_kind(value)
 
     @model_validator(mode="after")
     def _parse_json_settings(self) -> Settings:
