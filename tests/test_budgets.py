@@ -23,7 +23,8 @@ from sfproxy.db.database import Database
 from sfproxy.db.tables import ledger
 from sfproxy.errors import BudgetExceededError, InvalidRequestError
 from sfproxy.prices import Prices
-from sfproxy.settings import ConfigError, load_settings
+from sfproxy.setting_values import ConfigError
+from sfproxy.settings import load_settings
 from sfproxy.spend_counters import MemorySpend
 
 from .conftest import CLIENT_KEYS

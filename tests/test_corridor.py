@@ -18,7 +18,7 @@ from sfproxy.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from sfproxy.protocol import ImageRef
+from sfproxy.protocol_responses import ImageRef
 from sfproxy.render.chat import ChatAnswer, ChatStream
 from sfproxy.retries import RetryPolicy, retry_after_seconds
 

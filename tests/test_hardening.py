@@ -22,7 +22,8 @@ from sfproxy.catalogue import MAX_SIDE, MIN_SIDE
 from sfproxy.fake_upstream import FakeSiliconFlow
 from sfproxy.protocol import IMAGE_SIZE_PATTERN
 from sfproxy.routes.health import READY_CACHE_SECONDS, ReadinessCache
-from sfproxy.settings import MASK_SHOWN_MAX, ConfigError, load_settings, mask
+from sfproxy.setting_values import MASK_SHOWN_MAX, ConfigError, mask
+from sfproxy.settings import load_settings
 
 from .conftest import StartProxy
 from .support.inprocess import service_settings, serving

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from sfproxy.fake_upstream import FakeSiliconFlow
-from sfproxy.settings import ConfigError, load_settings
+from sfproxy.setting_values import ConfigError
+from sfproxy.settings import load_settings
 from sfproxy.upstream_accounts import account_label, key_label
 from sfproxy.upstream_keys import KeyPool
 from tests.support.inprocess import Running, in_process, service_settings

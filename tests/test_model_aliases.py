@@ -15,7 +15,8 @@ from sfproxy.aliases import BUILTIN_ALIASES, parse_aliases
 from sfproxy.catalogue import Catalogue, derived_created
 from sfproxy.plan import ImageJob
 from sfproxy.protocol import ImageGenerationRequest
-from sfproxy.settings import ConfigError, load_settings
+from sfproxy.setting_values import ConfigError
+from sfproxy.settings import load_settings
 
 from .images import data_uri, image_bytes
 from .support.inprocess import in_process, service_settings

@@ -17,7 +17,8 @@ from PIL import Image
 
 from sfproxy.fake_upstream import FakeSiliconFlow
 from sfproxy.images import JPEG_BACKGROUND, convert_image
-from sfproxy.settings import ConfigError, load_settings
+from sfproxy.setting_values import ConfigError
+from sfproxy.settings import load_settings
 
 from .conftest import StartProxy
 from .images import image_bytes

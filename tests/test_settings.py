@@ -1,6 +1,8 @@
 import pytest
 
-from sfproxy.settings import ConfigError, Settings, load_settings, mask
+from sfproxy.cli import describe_settings
+from sfproxy.setting_values import ConfigError, mask
+from sfproxy.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +90,7 @@ def test_describe_masks_every_secret(monkeypatch):
     monkeypatch.setenv("SILICONFLOW_API_KEY", "sk-verysecretupstreamkey")
     monkeypatch.setenv("ALLOW_CLIENT_KEYS", "client-secret-one,client-secret-two")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value-123")
-    text = repr(load_settings().describe())
+    text = repr(describe_settings(load_settings()))
     for secret in ("sk-verysecretupstreamkey", "client-secret-one", "aws-secret-value-123"):
         assert secret not in text
     assert "SILICONFLOW_API_KEY" in text

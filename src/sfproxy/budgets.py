@@ -32,7 +32,7 @@ from .db.tables import ledger, video_jobs
 from .errors import BudgetExceededError, InvalidRequestError
 from .metrics import Metrics
 from .prices import Prices
-from .settings import ClientQuota
+from .setting_values import ClientQuota
 from .spend_counters import SpendCounter
 
 logger = logging.getLogger(__name__)

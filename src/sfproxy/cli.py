@@ -12,9 +12,11 @@ import resource
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from pydantic import SecretStr
 
 from . import __version__, cli_keys
 from .cli_mcp import add_parser as add_mcp_parser
@@ -23,7 +25,8 @@ from .errors import ProxyError
 from .links import link_warning
 from .observability import configure_logging
 from .server import GuardedHttpToolsProtocol
-from .settings import ConfigError, Settings, load_settings
+from .setting_values import ConfigError, mask
+from .settings import Settings, load_settings
 
 EXIT_CONFIG = 2
 
@@ -228,7 +231,7 @@ def demo_banner(settings: Settings, port: int) -> str:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings()
-    shown = settings.describe()
+    shown = describe_settings(settings)
     width = max(len(name) for name in shown)
     for name, value in shown.items():
         print(f"{name:<{width}}  {value}")
@@ -238,6 +241,42 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"\nwarning: {warning}")
     print("\nconfiguration is valid")
     return 0
+
+
+def describe_settings(settings: Settings) -> dict[str, Any]:
+    """The effective configuration, every secret masked, as `check-config` prints it."""
+    shown: dict[str, Any] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if name in (
+            "allow_client_key",
+            "allow_client_keys",
+            "access_token",
+            "access_tokens",
+            "access_keys",
+            "siliconflow_api_keys",
+            "admin_keys",
+        ):
+            continue
+        if isinstance(value, SecretStr):
+            value = mask(value.get_secret_value()) if value.get_secret_value() else None
+        elif isinstance(value, Path):
+            value = str(value)
+        shown[name.upper()] = value
+    shown["admin keys"] = [mask(key) for key in settings.admin_key_list] or "none (/admin off)"
+    shown["upstream keys"] = [mask(key) for key in settings.upstream_keys] or "none"
+    shown["client keys"] = [
+        mask(key) for key in settings.client_keys
+    ] or "none (public unless the database holds keys)"
+    shown["site"] = settings.site
+    shown["models"] = [spec.id for spec in settings.catalogue.listed]
+    shown["model aliases"] = {
+        alias: settings.catalogue.resolve(alias, edit=False) for alias in settings.catalogue.aliases
+    }
+    shown["video models"] = list(settings.video_models.ids)
+    shown["IMAGES_RESPONSE_FORMAT"] = settings.images_default_format
+    shown["CHAT_RESPONSE_FORMAT"] = settings.chat_default_format
+    return shown
 
 
 def _upstream(args: argparse.Namespace) -> int:

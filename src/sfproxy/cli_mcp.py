@@ -30,7 +30,8 @@ from .auth import Client
 from .generate import GeneratedImage
 from .mcp_server import INSTRUCTIONS, SERVER_NAME, Caller, ImageTools, build_server, tool_error
 from .observability import RequestNote, configure_logging
-from .settings import ConfigError, Settings, load_settings
+from .setting_values import ConfigError
+from .settings import Settings, load_settings
 from .store import ImageStore
 from .store.local import LocalImageStore
 

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from .auth import Client
 from .errors import RateLimitError
 from .metrics import Metrics
-from .settings import ClientQuota
+from .setting_values import ClientQuota
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from .errors import RateLimitError, UpstreamUnavailableError
 from .generate import NO_WAIT
 from .limits import MINUTE, WindowCounter
 from .metrics import Metrics
-from .settings import ModelPacing
+from .setting_values import ModelPacing
 
 logger = logging.getLogger(__name__)
 

@@ -1,27 +1,25 @@
 """Typed settings, read once from the environment and an optional `.env`, then passed in.
 
+`Settings` holds every setting, its validation and the views derived from it (the catalogue,
+prices, merged key lists, ...); `load_settings` builds it and turns any error into one
+`ConfigError`. The parsers and value types behind the fields are in setting_values.py.
+
 The names users already deploy with (`SILICONFLOW_API_KEY`, `SF_BASE`, `ALLOW_CLIENT_KEYS`,
 `MODELS_JSON`, ...) are a contract; new settings get defaults that suit one small VPS.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import re
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -32,32 +30,22 @@ from .aliases import parse_aliases
 from .catalogue import SITE_HOSTS, Catalogue, ModelSpec, Site
 from .images import DEFAULT_QUALITY
 from .prices import Prices
+from .setting_values import (
+    ClientQuota,
+    ConfigError,
+    ModelPacing,
+    base_url,
+    check_networks,
+    image_store_kind,
+    merged_keys,
+    parse_client_quotas,
+    parse_model_entries,
+    parse_model_pacing,
+    parse_prices,
+    split_list,
+    split_patterns,
+)
 from .video_models import VideoModels
-
-_SPLIT = re.compile(r"[\s,]+")
-_MODEL_ENTRIES: TypeAdapter[list[ModelSpec | str]] = TypeAdapter(list[ModelSpec | str])
-
-
-def split_list(value: str | None) -> list[str]:
-    return [item for item in _SPLIT.split(value or "") if item]
-
-
-# Characters of a secret `mask` may show at most, and then never more than a quarter of it:
-# enough to tell two keys apart in a log, too few to shorten a guess by much.
-MASK_SHOWN_MAX = 4
-
-
-def mask(secret: str) -> str:
-    """Enough of a secret to tell two apart, never enough to use one."""
-    shown = min(MASK_SHOWN_MAX, len(secret) // 4)
-    if len(secret) <= 8 or shown < 2:
-        return "***"
-    head = shown - shown // 2
-    return f"{secret[:head]}…{secret[len(secret) - shown // 2 :]}"
-
-
-class ConfigError(ValueError):
-    """The environment does not describe a configuration the service can run with."""
 
 
 class Settings(BaseSettings):
@@ -219,54 +207,22 @@ class Settings(BaseSettings):
     @field_validator("sf_base", "public_base_url", "image_public_base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip().rstrip("/")
-        if not value:
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+        return base_url(value)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
-        return split_list(value) if isinstance(value, str) else value
-
-    @field_validator("forwarded_allow_ips", mode="before")
-    @classmethod
-    def _split_addresses(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         return split_list(value) if isinstance(value, str) else value
 
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _check_addresses(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if entry == "*":
-                continue
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"{entry!r} is not an IP address, a network such as 10.0.0.0/8, or *"
-                ) from None
-        return value
+        return check_networks(value)
 
     @field_validator("chat_task_patterns", mode="before")
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:
-        # Patterns may hold spaces: a JSON list, or one per comma or line.
-        if not isinstance(value, str):
-            return value
-        if value.lstrip().startswith("["):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"is not a JSON list of strings: {exc}") from None
-            if not isinstance(value, list):
-                raise ValueError("must be a JSON list of strings")
-            return [item.strip() for item in value if isinstance(item, str) and item.strip()]
-        return [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
+        return split_patterns(value) if isinstance(value, str) else value
 
     @field_validator(
         "log_level", "log_format", "chat_progress", "chat_tasks", "mcp_image_content", mode="before"
@@ -293,12 +249,7 @@ class Settings(BaseSettings):
     @field_validator("image_store")
     @classmethod
     def _store_kind(cls, value: str) -> str:
-        value = value.strip()
-        if value in ("local", "off") or re.fullmatch(
-            r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/.*)?", value
-        ):
-            return value
-        raise ValueError("must be local, off, or s3://bucket/prefix")
+        return image_store_kind(value)
 
     @model_validator(mode="after")
     def _parse_json_settings(self) -> Settings:
@@ -331,35 +282,17 @@ class Settings(BaseSettings):
     @cached_property
     def model_pacing(self) -> dict[str, ModelPacing]:
         """MODEL_LIMITS: per-model upstream caps, over the UPSTREAM_* defaults."""
-        return _parse_json_object("MODEL_LIMITS", self.model_limits, _MODEL_PACING)
+        return parse_model_pacing(self.model_limits)
 
     @cached_property
     def client_overrides(self) -> dict[str, ClientQuota]:
         """CLIENT_LIMITS: per-key limits (by key or key label), over the CLIENT_* defaults."""
         raw = self.client_limits.get_secret_value() if self.client_limits else None
-        return _parse_json_object("CLIENT_LIMITS", raw, _CLIENT_QUOTAS, secret_keys=True)
+        return parse_client_quotas(raw)
 
     @cached_property
     def model_entries(self) -> list[ModelSpec | str]:
-        if self.models_json and self.models_json.strip():
-            try:
-                raw = json.loads(self.models_json)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"MODELS_JSON is not valid JSON: {exc}") from None
-            if not isinstance(raw, list) or not raw:
-                raise ValueError(
-                    'MODELS_JSON must be a non-empty JSON array, e.g. ["Qwen/Qwen-Image"] '
-                    'or [{"id": "Qwen/Qwen-Image"}]'
-                )
-            try:
-                return _MODEL_ENTRIES.validate_python(raw)
-            except ValidationError as exc:
-                details = "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc'][:3])}: {err['msg']}"
-                    for err in exc.errors()[:3]
-                )
-                raise ValueError(f"MODELS_JSON has an invalid entry ({details})") from None
-        return list(split_list(self.models))
+        return parse_model_entries(self.models_json, self.models)
 
     @property
     def site(self) -> Site:
@@ -380,8 +313,7 @@ class Settings(BaseSettings):
     @cached_property
     def prices(self) -> Prices:
         """The price table for the site: built in, with PRICES_JSON over it."""
-        overrides = _parse_json_object("PRICES_JSON", self.prices_json, _PRICES)
-        return Prices(self.site, overrides)
+        return Prices(self.site, parse_prices(self.prices_json))
 
     @property
     def models_configured(self) -> bool:
@@ -400,17 +332,13 @@ class Settings(BaseSettings):
 
     @cached_property
     def client_keys(self) -> tuple[str, ...]:
-        merged: dict[str, None] = {}
-        for field in (
+        return merged_keys(
             self.allow_client_key,
             self.allow_client_keys,
             self.access_token,
             self.access_tokens,
             self.access_keys,
-        ):
-            if field is not None:
-                merged.update(dict.fromkeys(split_list(field.get_secret_value())))
-        return tuple(merged)
+        )
 
     @property
     def max_body_bytes(self) -> int:
@@ -422,17 +350,12 @@ class Settings(BaseSettings):
 
     @cached_property
     def admin_key_list(self) -> tuple[str, ...]:
-        keys = split_list(self.admin_keys.get_secret_value()) if self.admin_keys else []
-        return tuple(dict.fromkeys(keys))
+        return merged_keys(self.admin_keys)
 
     @cached_property
     def upstream_keys(self) -> tuple[str, ...]:
         """SILICONFLOW_API_KEY and SILICONFLOW_API_KEYS, merged in order, each key once."""
-        merged: dict[str, None] = {}
-        for field in (self.siliconflow_api_key, self.siliconflow_api_keys):
-            if field is not None:
-                merged.update(dict.fromkeys(split_list(field.get_secret_value())))
-        return tuple(merged)
+        return merged_keys(self.siliconflow_api_key, self.siliconflow_api_keys)
 
     def require_upstream_key(self) -> SecretStr:
         """The first upstream key; ConfigError when none is set."""
@@ -443,91 +366,6 @@ class Settings(BaseSettings):
                 "`sfproxy demo` to try the service with the built-in fake SiliconFlow."
             )
         return SecretStr(self.upstream_keys[0])
-
-    def describe(self) -> dict[str, Any]:
-        """The effective configuration, every secret masked, for `check-config` and logs."""
-        shown: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if name in (
-                "allow_client_key",
-                "allow_client_keys",
-                "access_token",
-                "access_tokens",
-                "access_keys",
-                "siliconflow_api_keys",
-                "admin_keys",
-            ):
-                continue
-            if isinstance(value, SecretStr):
-                value = mask(value.get_secret_value()) if value.get_secret_value() else None
-            elif isinstance(value, Path):
-                value = str(value)
-            shown[name.upper()] = value
-        shown["admin keys"] = [mask(key) for key in self.admin_key_list] or "none (/admin off)"
-        shown["upstream keys"] = [mask(key) for key in self.upstream_keys] or "none"
-        shown["client keys"] = [
-            mask(key) for key in self.client_keys
-        ] or "none (public unless the database holds keys)"
-        shown["site"] = self.site
-        shown["models"] = [spec.id for spec in self.catalogue.listed]
-        shown["model aliases"] = {
-            alias: self.catalogue.resolve(alias, edit=False) for alias in self.catalogue.aliases
-        }
-        shown["video models"] = list(self.video_models.ids)
-        shown["IMAGES_RESPONSE_FORMAT"] = self.images_default_format
-        shown["CHAT_RESPONSE_FORMAT"] = self.chat_default_format
-        return shown
-
-
-class ModelPacing(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_in_flight: int | None = Field(default=None, ge=0)
-    images_per_minute: int | None = Field(default=None, ge=0)
-
-
-class ClientQuota(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rpm: int | None = Field(default=None, ge=0)
-    images_per_day: int | None = Field(default=None, ge=0)
-    # In the site's currency; a number or a string of one (JSON then loses no digits).
-    daily_budget: Decimal | None = Field(default=None, ge=0, decimal_places=6)
-    monthly_budget: Decimal | None = Field(default=None, ge=0, decimal_places=6)
-
-
-# A price is a decimal number (or a string of one, as JSON loses no digits that way) and not
-# negative; null makes a built-in price unknown.
-_PRICES: TypeAdapter[dict[str, Annotated[Decimal, Field(ge=0)] | None]] = TypeAdapter(
-    dict[str, Annotated[Decimal, Field(ge=0)] | None]
-)
-_MODEL_PACING: TypeAdapter[dict[str, ModelPacing]] = TypeAdapter(dict[str, ModelPacing])
-_CLIENT_QUOTAS: TypeAdapter[dict[str, ClientQuota]] = TypeAdapter(dict[str, ClientQuota])
-
-
-_Value = TypeVar("_Value")
-
-
-def _parse_json_object(
-    name: str,
-    raw: str | None,
-    adapter: TypeAdapter[dict[str, _Value]],
-    *,
-    secret_keys: bool = False,
-) -> dict[str, _Value]:
-    if not raw or not raw.strip():
-        return {}
-    try:
-        return adapter.validate_json(raw)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        # CLIENT_LIMITS may be keyed by client keys: never echo them.
-        location = error["loc"][1:] if secret_keys else error["loc"]
-        where = ".".join(str(part) for part in location)
-        raise ValueError(
-            f"{name} is invalid{' at ' + where if where else ''}: {error['msg']}"
-        ) from None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -22,7 +22,8 @@ import pydantic_core
 from ..errors import ServerShuttingDownError, UpstreamBadResponseError
 from ..generate import Generation
 from ..images import DEFAULT_MAX_PIXELS, ImageError, convert_to_png, to_data_uri
-from ..protocol import (
+from ..protocol import ResponseFormat
+from ..protocol_responses import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
@@ -30,7 +31,6 @@ from ..protocol import (
     ChunkChoice,
     ChunkDelta,
     ImageRef,
-    ResponseFormat,
     Usage,
 )
 from .images import UrlFor

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import UpstreamError
 from ..jobs import VideoJob
-from ..protocol import ChunkDelta, ImageRef
+from ..protocol_responses import ChunkDelta, ImageRef
 from .chat import ChatAnswer, ChatStream
 from .sse import DONE, KEEPALIVE, Closing, error_line, failure_of, while_working
 

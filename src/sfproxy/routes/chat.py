@@ -17,7 +17,8 @@ from ..chat import chat_plan
 from ..chat_video import is_video_chat
 from ..generate import Generation
 from ..observability import note_of
-from ..protocol import ChatCompletion, ChatCompletionRequest
+from ..protocol import ChatCompletionRequest
+from ..protocol_responses import ChatCompletion
 from ..render.chat import (
     ChatAnswer,
     ChatStream,

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from ..auth import Client
 from ..links import public_base_url
 from ..observability import note_of
-from ..protocol import ErrorResponse
+from ..protocol_responses import ErrorResponse
 from ..render.images import UrlFor
 from ..services import Services
 

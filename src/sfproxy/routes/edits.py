@@ -16,12 +16,8 @@ from ..bodies import read_json_request
 from ..errors import InvalidRequestError
 from ..inputs import InputImages
 from ..plan import ImageJob
-from ..protocol import (
-    ImageEditJSONRequest,
-    ImageGenerationRequest,
-    ImageParams,
-    ImagesResponse,
-)
+from ..protocol import ImageEditJSONRequest, ImageGenerationRequest, ImageParams
+from ..protocol_responses import ImagesResponse
 from ..render.image_stream import stream_images
 from ..render.images import images_renderer
 from ..validation import validated

@@ -7,7 +7,8 @@ from starlette.responses import Response
 
 from ..bodies import openapi_request_body, read_json_request
 from ..plan import ImageJob
-from ..protocol import ImageGenerationRequest, ImagesResponse
+from ..protocol import ImageGenerationRequest
+from ..protocol_responses import ImagesResponse
 from ..render.image_stream import stream_images
 from ..render.images import images_renderer
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep, url_maker

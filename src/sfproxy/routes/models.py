@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from ..catalogue import Catalogue, ModelSpec
 from ..errors import NotFoundError
-from ..protocol import ErrorResponse, ModelCard, ModelList
+from ..protocol_responses import ErrorResponse, ModelCard, ModelList
 from ..video_models import VIDEO_ENDPOINT_TYPE, VideoModels, VideoSpec, is_openai_name
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep, json_response
 

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 
 from ..errors import DatabaseUnavailableError, NotFoundError
 from ..observability import note_of
-from ..protocol import ErrorResponse
+from ..protocol_responses import ErrorResponse
 from ..usage import client_usage
 from ..usage_format import client_usage_document
 from .common import ERROR_RESPONSES, ServicesDep

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from ..errors import InvalidRequestError
-from ..protocol import ErrorResponse
+from ..protocol_responses import ErrorResponse
 from .common import ERROR_RESPONSES, ClientDep, ServicesDep
 
 router = APIRouter(prefix="/v1", tags=["images"])

@@ -17,7 +17,7 @@ from ..bodies import openapi_request_body
 from ..errors import InvalidRequestError
 from ..jobs import Variant, VideoJob
 from ..observability import note_of
-from ..protocol import ErrorResponse
+from ..protocol_responses import ErrorResponse
 from ..render.videos import VideoDeleted, VideoList, VideoObject, video_list, video_object
 from ..services import Services
 from ..video_request import VideoCreateRequest
