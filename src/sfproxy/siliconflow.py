@@ -30,7 +30,7 @@ from .errors import (
 from .images import looks_complete, sniff_media_type
 from .retries import MAX_RETRY_WAIT, RetryPolicy
 from .upstream_accounts import AccountInfo, account_label, key_label, parse_user_info
-from .upstream_keys import KeyPool
+from .upstream_keys import KeyPool, UpstreamKey
 from .upstream_transport import EnvironmentProxies, GuardedRequest, transport_failure
 from .upstream_wire import UpstreamImages, error_for, parse_images, parse_model_ids
 
@@ -143,8 +143,36 @@ class SiliconFlowClient:
         A refusal that is the key's own (429, 401, 403) moves the call to another account
         at once: nothing was made or billed, so this costs none of the corridor's retries.
         """
-        model = str(payload.get("model", ""))
         images = payload.get("batch_size")
+        result, key = await self.post_on_a_key(
+            "generate",
+            "/images/generations",
+            payload,
+            parse_images,
+            images=images if isinstance(images, int) else 1,
+            queued_at=queued_at,
+            sending=sending,
+        )
+        return replace(result, account=account_label(key.account))
+
+    async def post_on_a_key(
+        self,
+        kind: str,
+        path: str,
+        payload: dict[str, Any],
+        parse: Callable[[bytes, str | None], T],
+        *,
+        images: int,
+        queued_at: float | None,
+        sending: Callable[[], None] | None = None,
+    ) -> tuple[T, UpstreamKey]:
+        """One `POST` of `payload` with the key the pool chooses for its model, parsed, and the
+        key that made it, once its `images` are counted against the account's budget.
+
+        A refusal that is the key's own (429, 401, 403) moves the call to another key at once:
+        nothing was made or billed. Anything else is the caller's to retry, or not.
+        """
+        model = str(payload.get("model", ""))
         body = orjson.dumps(payload)
         # Each failure takes a key (or its account) out of the choice, so this ends.
         exc: UpstreamError | None = None
@@ -154,19 +182,19 @@ class SiliconFlowClient:
                 sending()
             started = time.perf_counter()
             try:
-                result = await self._generate_once(body, held.secret)
+                result = parse(*await self.post(path, body, held.secret))
             except UpstreamError as failure:
                 exc = failure
-                self._observer.attempt("generate", model, exc.code or "error", _since(started))
+                self._observer.attempt(kind, model, exc.code or "error", _since(started))
                 if not await self.keys.failed(held.key, model, exc):
                     raise
-                logger.info("SiliconFlow call for %s moves to another key", model)
+                logger.info("SiliconFlow %s for %s moves to another key", kind, model)
                 continue
             finally:
                 await self.keys.release(held)
-            self._observer.attempt("generate", model, "ok", _since(started))
-            await self.keys.spent(held.key, model, images if isinstance(images, int) else 1)
-            return replace(result, account=account_label(held.key.account))
+            self._observer.attempt(kind, model, "ok", _since(started))
+            await self.keys.spent(held.key, model, images)
+            return result, held.key
         assert exc is not None
         raise await self.keys.after_every_key_failed(model, exc)
 
@@ -249,9 +277,6 @@ class SiliconFlowClient:
             # A body shorter than its Content-Length is aiohttp's payload error: a broken
             # transfer (UpstreamConnectionError), tried again as downloads are.
             return await self._read(response, limit, what)
-
-    async def _generate_once(self, body: bytes, api_key: str) -> UpstreamImages:
-        return parse_images(*await self.post("/images/generations", body, api_key))
 
     async def _download_once(self, url: str) -> tuple[bytes, str]:
         data = await self.fetch(url, what="image", limit=self._max_download_bytes)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import orjson
 
-from .errors import UpstreamBadResponseError, UpstreamError
+from .errors import UpstreamBadResponseError
 from .siliconflow import SiliconFlowClient
 from .upstream_accounts import account_label
 from .upstream_keys import UpstreamKey
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 UpstreamStatus = Literal["InQueue", "InProgress", "Succeed", "Failed"]
 _STATUSES: frozenset[str] = frozenset({"InQueue", "InProgress", "Succeed", "Failed"})
+SUBMIT_PATH = "/video/submit"
+STATUS_PATH = "/video/status"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,36 +55,26 @@ class VideoUpstream:
 
     async def submit(self, payload: dict[str, Any], *, queued_at: float) -> Submitted:
         """One `POST /video/submit`, on another key after a refusal that was the key's."""
-        model = str(payload.get("model", ""))
-        body = orjson.dumps(payload)
-        keys = self.client.keys
-        failure: UpstreamError | None = None
-        for _ in range(len(keys.keys)):
-            held = await keys.choose(model, queued_at=queued_at)
-            try:
-                raw = await self._post("/video/submit", body, held.secret)
-            except UpstreamError as exc:
-                failure = exc
-                if not await keys.failed(held.key, model, exc):
-                    raise
-                logger.info("SiliconFlow video submit for %s moves to another key", model)
-                continue
-            finally:
-                await keys.release(held)
-            # A video counts against its account's images-per-minute budget, as an image does.
-            await keys.spent(held.key, model, 1)
-            request_id = _field(raw, "requestId")
-            if not isinstance(request_id, str) or not request_id or len(request_id) > 128:
-                # Sent and answered: SiliconFlow may have started (and will bill) a job we
-                # cannot name, so this is not tried again.
-                raise UpstreamBadResponseError("SiliconFlow's submit answer has no requestId.")
-            return Submitted(request_id, held.key.label, account_label(held.key.account))
-        assert failure is not None
-        raise await keys.after_every_key_failed(model, failure)
+        # A video counts against its account's images-per-minute budget, as an image does.
+        raw, key = await self.client.post_on_a_key(
+            "video_submit",
+            SUBMIT_PATH,
+            payload,
+            lambda raw, _trace_id: _json_object(raw, SUBMIT_PATH),
+            images=1,
+            queued_at=queued_at,
+        )
+        request_id = _field(raw, "requestId")
+        if not isinstance(request_id, str) or not request_id or len(request_id) > 128:
+            # Sent and answered: SiliconFlow may have started (and will bill) a job we
+            # cannot name, so this is not tried again.
+            raise UpstreamBadResponseError("SiliconFlow's submit answer has no requestId.")
+        return Submitted(request_id, key.label, account_label(key.account))
 
     async def status(self, key: UpstreamKey, request_id: str) -> VideoStatus:
         """One `POST /video/status` with the submitting account's key."""
-        raw = await self._post("/video/status", orjson.dumps({"requestId": request_id}), key.secret)
+        body = orjson.dumps({"requestId": request_id})
+        raw = _json_object((await self.client.post(STATUS_PATH, body, key.secret))[0], STATUS_PATH)
         status = _field(raw, "status")
         if status not in _STATUSES:
             raise UpstreamBadResponseError(f"SiliconFlow's video status is unknown: {status!r}.")
@@ -105,15 +97,15 @@ class VideoUpstream:
         logger.info("video downloaded: %d bytes in %.1fs", len(data), time.perf_counter() - started)
         return data
 
-    async def _post(self, path: str, body: bytes, secret: str) -> dict[str, Any]:
-        raw, _ = await self.client.post(path, body, secret)
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise UpstreamBadResponseError(f"SiliconFlow's answer to {path} is not a JSON object.")
-        return parsed
+
+def _json_object(raw: bytes, path: str) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise UpstreamBadResponseError(f"SiliconFlow's answer to {path} is not a JSON object.")
+    return parsed
 
 
 def _field(raw: dict[str, Any], name: str) -> Any:
