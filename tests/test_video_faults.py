@@ -50,11 +50,13 @@ async def set_lease(engine: AsyncEngine, job_id: str, **values: Any) -> None:
 
 
 class Outage:
-    """The job database refusing connections, and the open ones cut, until `end()`."""
+    """A job database of its own, and its outage: refusing connections, and the open ones
+    cut, from `begin()` to `end()`."""
 
-    def __init__(self, server: PostgresServer, database_url: str) -> None:
+    def __init__(self, server: PostgresServer) -> None:
         self.server = server
-        self.name = database_url.rsplit("/", 1)[1]
+        self.url = server.create_database()
+        self.name = self.url.rsplit("/", 1)[1]
 
     def begin(self) -> None:
         self._allow("false")
@@ -70,6 +72,11 @@ class Outage:
         self.server.psql(
             self.server.url(), f"ALTER DATABASE {self.name} WITH ALLOW_CONNECTIONS {allowed}"
         )
+
+
+@pytest.fixture
+def outage(postgres_server: PostgresServer) -> Outage:
+    return Outage(postgres_server)
 
 
 def submits(fake: FakeSiliconFlow) -> int:
@@ -126,14 +133,12 @@ async def test_a_turn_whose_lease_another_instance_took_is_dropped_and_finished_
 async def test_the_poller_waits_out_a_database_outage_and_finishes_the_job(
     fake: FakeSiliconFlow,
     tmp_path: Path,
-    postgres_server: PostgresServer,
+    outage: Outage,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, "sfproxy.jobs.poller")
-    database_url = postgres_server.create_database()
-    outage = Outage(postgres_server, database_url)
     fake.videos.hold()
-    async with service(fake, tmp_path, database_url=database_url) as running:
+    async with service(fake, tmp_path, database_url=outage.url) as running:
         videos = running.services.videos
         job = await videos.submit(ALICE, video(), note(), endpoint="videos")
         await eventually(lambda: fake.stats["video_status_calls"] >= 1, what="a first poll")
@@ -164,15 +169,13 @@ async def test_the_poller_waits_out_a_database_outage_and_finishes_the_job(
 async def test_a_row_not_written_at_once_is_written_when_the_database_is_back(
     fake: FakeSiliconFlow,
     tmp_path: Path,
-    postgres_server: PostgresServer,
+    outage: Outage,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, "sfproxy.jobs.repository")
-    database_url = postgres_server.create_database()
-    outage = Outage(postgres_server, database_url)
     # The submit is at SiliconFlow when the database goes away.
     fake.add_fault("hang", target="video_submit", seconds=1)
-    async with service(fake, tmp_path, database_url=database_url) as running:
+    async with service(fake, tmp_path, database_url=outage.url) as running:
         videos = running.services.videos
         submitting = asyncio.ensure_future(videos.submit(ALICE, video(), note(), endpoint="videos"))
         await eventually(lambda: fake.stats["faults_applied"] == 1, what="the submit sent")
@@ -191,12 +194,10 @@ async def test_a_row_not_written_at_once_is_written_when_the_database_is_back(
 # The Sora API's shutdown is announced on every videos method; this test calls one on purpose.
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 async def test_a_submit_whose_row_cannot_be_written_tells_the_sdk_not_to_retry(
-    fake: FakeSiliconFlow, tmp_path: Path, postgres_server: PostgresServer
+    fake: FakeSiliconFlow, tmp_path: Path, outage: Outage
 ) -> None:
-    database_url = postgres_server.create_database()
-    outage = Outage(postgres_server, database_url)
     fake.add_fault("hang", target="video_submit", seconds=1)
-    settings = service_settings(fake, tmp_path, **(FAST | {"database_url": database_url}))
+    settings = service_settings(fake, tmp_path, **(FAST | {"database_url": outage.url}))
     async with on_loopback(settings) as running:
         async with openai.AsyncOpenAI(
             base_url=running.url + "/v1", api_key="x", max_retries=2
